@@ -1,0 +1,134 @@
+// Loads of eight consecutive elements converted to float, for every storage type the
+// kernels read (fp16, bf16, fp8 e4m3/e5m2, fp32), and the matching stores.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace flashinfer {
+
+namespace detail {
+
+__device__ __forceinline__ void to_float2(__half2 x, float& a, float& b) {
+  float2 f = __half22float2(x);
+  a = f.x;
+  b = f.y;
+}
+
+__device__ __forceinline__ void to_float2(__nv_bfloat162 x, float& a, float& b) {
+  float2 f = __bfloat1622float2(x);
+  a = f.x;
+  b = f.y;
+}
+
+// fp8 pairs widen to fp16 pairs first (one cvt instruction on sm_89+; exact for both formats).
+template <__nv_fp8_interpretation_t kInterp>
+__device__ __forceinline__ void fp8x2_to_float2(__nv_fp8x2_storage_t x, float& a, float& b) {
+  __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(x, kInterp);
+  to_float2(*reinterpret_cast<__half2*>(&h), a, b);
+}
+
+}  // namespace detail
+
+// Reads 8 consecutive elements starting at `ptr` (aligned to the bundle size) as floats.
+template <typename T>
+__device__ __forceinline__ void load8_as_float(const T* ptr, float (&out)[8]);
+
+template <>
+__device__ __forceinline__ void load8_as_float<half>(const half* ptr, float (&out)[8]) {
+  uint4 raw = *reinterpret_cast<const uint4*>(ptr);
+  const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) detail::to_float2(h[i], out[2 * i], out[2 * i + 1]);
+}
+
+template <>
+__device__ __forceinline__ void load8_as_float<__nv_bfloat16>(const __nv_bfloat16* ptr,
+                                                              float (&out)[8]) {
+  uint4 raw = *reinterpret_cast<const uint4*>(ptr);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) detail::to_float2(h[i], out[2 * i], out[2 * i + 1]);
+}
+
+template <>
+__device__ __forceinline__ void load8_as_float<__nv_fp8_e4m3>(const __nv_fp8_e4m3* ptr,
+                                                              float (&out)[8]) {
+  uint2 raw = *reinterpret_cast<const uint2*>(ptr);
+  const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) detail::fp8x2_to_float2<__NV_E4M3>(p[i], out[2 * i], out[2 * i + 1]);
+}
+
+template <>
+__device__ __forceinline__ void load8_as_float<__nv_fp8_e5m2>(const __nv_fp8_e5m2* ptr,
+                                                              float (&out)[8]) {
+  uint2 raw = *reinterpret_cast<const uint2*>(ptr);
+  const __nv_fp8x2_storage_t* p = reinterpret_cast<const __nv_fp8x2_storage_t*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) detail::fp8x2_to_float2<__NV_E5M2>(p[i], out[2 * i], out[2 * i + 1]);
+}
+
+template <>
+__device__ __forceinline__ void load8_as_float<float>(const float* ptr, float (&out)[8]) {
+  float4 a = reinterpret_cast<const float4*>(ptr)[0];
+  float4 b = reinterpret_cast<const float4*>(ptr)[1];
+  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+  out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+
+// Raw (unconverted) 8-element bundle, so a kernel can issue all its loads before converting any.
+template <typename T>
+struct RawVec8 {
+  using Storage = typename std::conditional<sizeof(T) == 1, uint2,
+                  typename std::conditional<sizeof(T) == 2, uint4, float4>::type>::type;
+  Storage bits[sizeof(T) == 4 ? 2 : 1];
+
+  __device__ __forceinline__ void load(const T* ptr) {
+#pragma unroll
+    for (int i = 0; i < (sizeof(T) == 4 ? 2 : 1); ++i)
+      bits[i] = reinterpret_cast<const Storage*>(ptr)[i];
+  }
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < (sizeof(T) == 4 ? 2 : 1); ++i) bits[i] = Storage{};
+  }
+  __device__ __forceinline__ void to_float(float (&out)[8]) const {
+    load8_as_float<T>(reinterpret_cast<const T*>(bits), out);
+  }
+};
+
+// Writes 8 floats as T to an aligned destination.
+template <typename T>
+__device__ __forceinline__ void store8_from_float(T* ptr, const float (&in)[8]);
+
+template <>
+__device__ __forceinline__ void store8_from_float<half>(half* ptr, const float (&in)[8]) {
+  uint4 raw;
+  __half2* h = reinterpret_cast<__half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(in[2 * i], in[2 * i + 1]);
+  *reinterpret_cast<uint4*>(ptr) = raw;
+}
+
+template <>
+__device__ __forceinline__ void store8_from_float<__nv_bfloat16>(__nv_bfloat16* ptr,
+                                                                 const float (&in)[8]) {
+  uint4 raw;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
+  *reinterpret_cast<uint4*>(ptr) = raw;
+}
+
+template <>
+__device__ __forceinline__ void store8_from_float<float>(float* ptr, const float (&in)[8]) {
+  reinterpret_cast<float4*>(ptr)[0] = make_float4(in[0], in[1], in[2], in[3]);
+  reinterpret_cast<float4*>(ptr)[1] = make_float4(in[4], in[5], in[6], in[7]);
+}
+
+}  // namespace flashinfer

@@ -1,0 +1,44 @@
+"""String options of the FlashInfer API and their enum values in the C++ host API."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+KV_LAYOUTS = {"NHD": 0, "HND": 1}
+POS_ENCODING_MODES = {"NONE": 0, "ROPE_LLAMA": 1, "ALIBI": 2}
+
+
+def _choice(value, choices: dict, arg: str) -> int:
+    if isinstance(value, str) and value in choices:
+        return choices[value]
+    expected = ", ".join(repr(c) for c in choices)
+    raise ValueError(f"{arg}: expected one of {expected}, got {value!r}")
+
+
+def kv_layout_code(kv_layout: str) -> int:
+    return _choice(kv_layout, KV_LAYOUTS, "kv_layout")
+
+
+def pos_encoding_code(mode: str) -> int:
+    return _choice(mode, POS_ENCODING_MODES, "pos_encoding_mode")
+
+
+def scalar(value, default: float, arg: str) -> float:
+    """A float option where None means FlashInfer's default."""
+    if value is None:
+        return float(default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{arg}: expected a number or None, got {type(value).__qualname__}")
+    return float(value)
+
+
+def integer(value, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg}: expected an int, got {type(value).__qualname__}")
+    return value
+
+
+def optional_flag(value: Optional[bool], arg: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise TypeError(f"{arg}: expected a bool, got {type(value).__qualname__}")

@@ -1,0 +1,143 @@
+#include "checks.h"
+
+#include <cstdint>
+#include <sstream>
+
+namespace fi_core {
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16: return "float16";
+    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+    case DType::kFloat8E4M3: return "float8_e4m3fn";
+    case DType::kFloat8E5M2: return "float8_e5m2";
+    case DType::kInt8: return "int8";
+    case DType::kUInt8: return "uint8";
+    case DType::kInt16: return "int16";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+    case DType::kBool: return "bool";
+    default: return "an unsupported dtype";
+  }
+}
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kInt16: return 2;
+    case DType::kFloat32:
+    case DType::kInt32: return 4;
+    case DType::kFloat64:
+    case DType::kInt64: return 8;
+    default: return 1;
+  }
+}
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+std::string shape_string(const TensorView& t) {
+  std::ostringstream s;
+  s << "(";
+  for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.shape[i];
+  s << (t.ndim == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string device_string(int device) {
+  return device < 0 ? std::string("host memory") : "cuda:" + std::to_string(device);
+}
+
+Checker& Checker::fail(StatusCode code, std::string message) {
+  if (ok()) status_ = Status{code, std::move(message)};
+  return *this;
+}
+
+Checker& Checker::present(const TensorView& t, const char* name) {
+  if (ok() && !t.present()) fail(StatusCode::kTypeError, std::string(name) + ": expected an array, got None");
+  return *this;
+}
+
+Checker& Checker::on_cuda(const TensorView& t, const char* name) {
+  if (ok() && t.device < 0)
+    fail(StatusCode::kTypeError,
+         std::string(name) + ": expected a CUDA array, got an array in host memory");
+  return *this;
+}
+
+Checker& Checker::dtype_in(const TensorView& t, const char* name,
+                           std::initializer_list<DType> allowed) {
+  if (!ok()) return *this;
+  for (DType d : allowed)
+    if (t.dtype == d) return *this;
+  std::string expected;
+  size_t i = 0;
+  for (DType d : allowed) {
+    expected += (i == 0 ? "" : (i + 1 == allowed.size() ? " or " : ", "));
+    expected += dtype_name(d);
+    ++i;
+  }
+  return fail(StatusCode::kTypeError,
+              std::string(name) + ": expected dtype " + expected + ", got " + dtype_name(t.dtype));
+}
+
+Checker& Checker::ndim(const TensorView& t, const char* name, int ndim, const char* dims) {
+  if (ok() && t.ndim != ndim)
+    fail(StatusCode::kValueError, std::string(name) + ": expected " + std::to_string(ndim) +
+                                      " dimensions " + dims + ", got " + std::to_string(t.ndim) +
+                                      " with shape " + shape_string(t));
+  return *this;
+}
+
+Checker& Checker::shape(const TensorView& t, const char* name, const std::vector<int64_t>& expected,
+                        const char* dims) {
+  if (!ok()) return *this;
+  bool same = t.ndim == int(expected.size());
+  for (int i = 0; same && i < t.ndim; ++i) same = t.shape[i] == expected[i];
+  if (!same) {
+    TensorView e;
+    e.ndim = int(expected.size());
+    for (int i = 0; i < e.ndim; ++i) e.shape[i] = expected[i];
+    fail(StatusCode::kValueError, std::string(name) + ": expected shape " + dims + " = " +
+                                      shape_string(e) + ", got " + shape_string(t));
+  }
+  return *this;
+}
+
+Checker& Checker::last_dim_contiguous(const TensorView& t, const char* name) {
+  if (ok() && t.ndim > 0 && t.shape[t.ndim - 1] > 1 && t.strides[t.ndim - 1] != 1)
+    fail(StatusCode::kValueError, std::string(name) +
+                                      ": expected a contiguous last dimension (stride 1), got stride " +
+                                      std::to_string(t.strides[t.ndim - 1]));
+  return *this;
+}
+
+Checker& Checker::same_device(const TensorView& t, const char* name, const TensorView& ref,
+                              const char* ref_name) {
+  if (ok() && t.device != ref.device)
+    fail(StatusCode::kValueError, std::string(name) + ": expected the device of " + ref_name + " (" +
+                                      device_string(ref.device) + "), got " +
+                                      device_string(t.device));
+  return *this;
+}
+
+Checker& Checker::rows_aligned(const TensorView& t, const char* name, int bytes) {
+  if (!ok()) return *this;
+  const size_t elem = dtype_size(t.dtype);
+  bool aligned = reinterpret_cast<uintptr_t>(t.data) % bytes == 0;
+  for (int i = 0; aligned && i + 1 < t.ndim; ++i)
+    aligned = t.shape[i] <= 1 || (t.strides[i] * int64_t(elem)) % bytes == 0;
+  if (!aligned)
+    fail(StatusCode::kValueError, std::string(name) + ": expected the data pointer and row strides " +
+                                      "aligned to " + std::to_string(bytes) +
+                                      " bytes, got a misaligned view (slice the array on row boundaries)");
+  return *this;
+}
+
+}  // namespace fi_core
