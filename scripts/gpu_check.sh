@@ -60,8 +60,11 @@ step build build.log build || { echo "build failed"; exit 1; }
 
 cd /tmp  # import the installed package, not the source tree
 REPO="$OLDPWD"
-step main_job main_job.log python3 -m fi_core
-step gpu_tests gpu_tests.log python3 -m pytest -q -p no:cacheprovider "$REPO/tests" ${TEST_FILTER:+-k "$TEST_FILTER"} -x
+# fi_core imported before PyTorch must leave PyTorch intact (its operator registry included).
+step import_order import_order.log python3 -X faulthandler -c \
+  "import fi_core, torch; torch.ops.aten.add; import torch.ao.quantization; print('import order ok')"
+step main_job main_job.log python3 -X faulthandler -m fi_core
+step gpu_tests gpu_tests.log python3 -m pytest -q -p no:cacheprovider "$REPO/tests" ${TEST_FILTER:+-k "$TEST_FILTER"} --maxfail=20
 
 if [[ $SANITIZER == 1 ]]; then
   # A representative slice: every dtype pair and variant at short and split lengths.

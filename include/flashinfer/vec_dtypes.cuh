@@ -81,22 +81,14 @@ __device__ __forceinline__ void load8_as_float<float>(const float* ptr, float (&
   out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
 }
 
-// Raw (unconverted) 8-element bundle, so a kernel can issue all its loads before converting any.
+// Raw (unconverted) 8-element bundle of a 16-bit or 8-bit type, so that a kernel can move bytes
+// (cp.async into shared memory, then registers) before converting any.
 template <typename T>
 struct RawVec8 {
-  using Storage = typename std::conditional<sizeof(T) == 1, uint2,
-                  typename std::conditional<sizeof(T) == 2, uint4, float4>::type>::type;
-  Storage bits[sizeof(T) == 4 ? 2 : 1];
+  static_assert(sizeof(T) <= 2, "RawVec8 holds 8-bit or 16-bit elements");
+  using Storage = typename std::conditional<sizeof(T) == 1, uint2, uint4>::type;
+  Storage bits[1];
 
-  __device__ __forceinline__ void load(const T* ptr) {
-#pragma unroll
-    for (int i = 0; i < (sizeof(T) == 4 ? 2 : 1); ++i)
-      bits[i] = reinterpret_cast<const Storage*>(ptr)[i];
-  }
-  __device__ __forceinline__ void zero() {
-#pragma unroll
-    for (int i = 0; i < (sizeof(T) == 4 ? 2 : 1); ++i) bits[i] = Storage{};
-  }
   __device__ __forceinline__ void to_float(float (&out)[8]) const {
     load8_as_float<T>(reinterpret_cast<const T*>(bits), out);
   }

@@ -29,41 +29,77 @@ struct MergeStatesParams {
   float output_scale;  // multiplies the merged output (fp8 v_scale); 1 otherwise
 };
 
-constexpr uint32_t kMergeWarpsPerBlock = 4;
+constexpr uint32_t kMergeThreads = 128;
 
-// One warp per (row, head); each lane owns 8-element bundles of head_dim.
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float x, Op op) {
+#pragma unroll
+  for (int offset = 16; offset >= 1; offset /= 2) x = op(x, math::shfl_xor(x, offset));
+  return x;
+}
+
+// Reduces x over the block; `scratch` holds one float per warp.
+template <typename Op>
+__device__ __forceinline__ float block_reduce(float x, float* scratch, Op op) {
+  x = warp_reduce(x, op);
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = x;
+  __syncthreads();
+  float result = scratch[0];
+#pragma unroll
+  for (uint32_t w = 1; w < kMergeThreads / 32; ++w) result = op(result, scratch[w]);
+  __syncthreads();  // scratch is reused by the next reduction
+  return result;
+}
+
+// One CTA per (row, head). The threads first reduce the states' lse together; then each thread
+// takes an 8-element slice of head_dim and every `groups`-th state, so that many independent
+// loads are in flight (a serial walk over the states is latency-bound), and the partial sums of
+// the state groups are added through shared memory.
 template <typename DTypeIn, typename DTypeOut>
-__global__ void __launch_bounds__(kMergeWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kMergeThreads)
     merge_states_kernel(const MergeStatesParams<DTypeIn, DTypeOut> p) {
-  const uint32_t warp_global = blockIdx.x * kMergeWarpsPerBlock + threadIdx.x / 32;
-  const uint32_t lane = threadIdx.x % 32;
-  if (warp_global >= p.num_rows * p.num_heads) return;
-  const uint32_t row = warp_global / p.num_heads, head = warp_global % p.num_heads;
+  __shared__ float scratch[kMergeThreads / 32];
+  __shared__ float partial[kMergeThreads][8];
+  const uint32_t row = blockIdx.x / p.num_heads, head = blockIdx.x % p.num_heads;
+  const uint32_t tid = threadIdx.x;
+  const auto max_op = [](float a, float b) { return fmaxf(a, b); };
+  const auto sum_op = [](float a, float b) { return a + b; };
 
   const float* s = p.s + row * p.s_stride_row + head * p.s_stride_head;
   float m = -math::kInf;
-  for (uint32_t i = 0; i < p.num_states; ++i) m = fmaxf(m, s[i * p.s_stride_state]);
-  const float m_ref = SoftmaxState<1>::safe_max(m);
+  for (uint32_t i = tid; i < p.num_states; i += kMergeThreads) m = fmaxf(m, s[i * p.s_stride_state]);
+  const float m_ref = SoftmaxState<1>::safe_max(block_reduce(m, scratch, max_op));
   float denom = 0.f;
-  for (uint32_t i = 0; i < p.num_states; ++i) denom += math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
-  const float out_scale = denom > 0.f ? p.output_scale / denom : 0.f;
+  for (uint32_t i = tid; i < p.num_states; i += kMergeThreads)
+    denom += math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
+  denom = block_reduce(denom, scratch, sum_op);
 
-  const DTypeIn* v = p.v + row * p.v_stride_row + head * p.v_stride_head;
-  DTypeOut* o = p.o + row * p.o_stride_row + head * p.o_stride_head;
-  for (uint32_t dim = lane * 8; dim < p.head_dim; dim += 32 * 8) {
-    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (uint32_t i = 0; i < p.num_states; ++i) {
-      const float w = math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
-      float x[8];
-      load8_as_float(v + i * p.v_stride_state + dim, x);
+  const uint32_t slices = p.head_dim / 8;  // a power of two <= kMergeThreads (checked by MergeStates)
+  const uint32_t slice = tid % slices, group = tid / slices, groups = kMergeThreads / slices;
+  const DTypeIn* v = p.v + row * p.v_stride_row + head * p.v_stride_head + slice * 8;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+  for (uint32_t i = group; i < p.num_states; i += groups) {
+    const float w = math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
+    float x[8];
+    load8_as_float(v + i * p.v_stride_state, x);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) acc[j] += w * x[j];
-    }
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j] *= out_scale;
-    store8_from_float(o + dim, acc);
+    for (int j = 0; j < 8; ++j) acc[j] = fmaf(w, x[j], acc[j]);
   }
-  if (p.lse != nullptr && lane == 0) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) partial[tid][j] = acc[j];
+  __syncthreads();
+  if (group != 0) return;
+
+  const float out_scale = denom > 0.f ? p.output_scale / denom : 0.f;
+  for (uint32_t g = 1; g < groups; ++g) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[j] += partial[g * slices + slice][j];
+  }
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc[j] *= out_scale;
+  store8_from_float(p.o + row * p.o_stride_row + head * p.o_stride_head + slice * 8, acc);
+  if (p.lse != nullptr && tid == 0) {
     p.lse[row * p.lse_stride_row + head * p.lse_stride_head] =
         denom > 0.f ? m_ref + math::ptx_log2(denom) : -math::kInf;
   }
@@ -71,10 +107,12 @@ __global__ void __launch_bounds__(kMergeWarpsPerBlock * 32)
 
 template <typename DTypeIn, typename DTypeOut>
 cudaError_t MergeStates(const MergeStatesParams<DTypeIn, DTypeOut>& params, cudaStream_t stream) {
-  const uint32_t warps = params.num_rows * params.num_heads;
-  if (warps == 0) return cudaSuccess;
-  const dim3 grid(math::ceil_div(warps, kMergeWarpsPerBlock));
-  merge_states_kernel<DTypeIn, DTypeOut><<<grid, kMergeWarpsPerBlock * 32, 0, stream>>>(params);
+  const uint32_t slices = params.head_dim / 8;
+  if (params.head_dim % 8 != 0 || slices == 0 || slices > kMergeThreads || (slices & (slices - 1)) != 0)
+    return cudaErrorInvalidValue;  // head_dim must be 8 x a power of two, at most 1024
+  const uint32_t blocks = params.num_rows * params.num_heads;
+  if (blocks == 0) return cudaSuccess;
+  merge_states_kernel<DTypeIn, DTypeOut><<<blocks, kMergeThreads, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../cp_async.cuh"
 #include "../math.cuh"
 #include "../pos_enc.cuh"
 #include "../vec_dtypes.cuh"
@@ -68,9 +69,10 @@ struct DecodeTraits {
                 "head_dim must be 8 x a power of two, at most 256");
   static constexpr uint32_t kThreadsPerToken = HEAD_DIM / 8;
   static constexpr uint32_t kTokensPerWarp = 32 / kThreadsPerToken;
-  // Tokens each lane loads per step: enough bytes in flight to cover memory latency, bounded by
-  // the registers that the per-head state already takes.
-  static constexpr uint32_t kUnroll = HEADS_PER_CTA >= 8 ? 2 : (HEADS_PER_CTA >= 4 ? 2 : 4);
+  // Tokens per lane per step, and steps in flight: 3 x 2 tokens x (K + V) = 192 bytes per lane
+  // outstanding (96 for fp8), enough to cover memory latency at a few CTAs per SM.
+  static constexpr uint32_t kUnroll = 2;
+  static constexpr uint32_t kStages = 4;
   static constexpr uint32_t kTokensPerStep = kDecodeWarps * kTokensPerWarp * kUnroll;
 };
 
@@ -98,7 +100,47 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const uint32_t heads_here = min(H, (kv_head + 1) * group_size - first_qo_head);
   const int32_t q_pos = int32_t(p.kv_len) - 1;
 
-  // Query slices, rotated and pre-scaled so that q.k is already a base-2 logit (variants.cuh).
+  const uint32_t begin = kv_begin + blockIdx.x * chunk_len;
+  const uint32_t end = min(begin + chunk_len, p.kv_len);
+  const DTypeKV* k_head = p.k + kv_head * p.k_stride_h + dim0;
+  const DTypeKV* v_head = p.v + kv_head * p.v_stride_h + dim0;
+
+  // Each thread streams its own tokens through a private ring of kStages shared-memory slots:
+  // cp.async keeps kStages - 1 steps of K and V in flight while the current step is computed.
+  // A thread reads back only what it copied itself, so the loop needs no barrier. After the loop
+  // the same memory holds the cross-warp merge.
+  using Slot = typename RawVec8<DTypeKV>::Storage;
+  constexpr uint32_t kStages = Traits::kStages;
+  constexpr size_t kRingBytes = sizeof(Slot) * kStages * kUnroll * 2 * kDecodeThreads;
+  constexpr size_t kMergeBytes = sizeof(float) * kDecodeWarps * H * (HEAD_DIM + 2);
+  __shared__ alignas(16) uint8_t smem[kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes];
+  auto ring = reinterpret_cast<Slot(*)[kUnroll][2][kDecodeThreads]>(smem);
+
+  auto token = [&](uint32_t step, uint32_t u) {
+    return step + (u * kDecodeWarps + warp) * Traits::kTokensPerWarp + ty;
+  };
+  auto issue = [&](uint32_t step, uint32_t stage) {
+    if (step < end) {
+#pragma unroll
+      for (uint32_t u = 0; u < kUnroll; ++u) {
+        const uint32_t pos = token(step, u);
+        const bool valid = pos < end;  // past the end: zero-filled, p = 0 for those slots
+        cp_async::copy<sizeof(Slot)>(&ring[stage][u][0][threadIdx.x],
+                                     valid ? k_head + pos * p.k_stride_n : k_head, valid);
+        cp_async::copy<sizeof(Slot)>(&ring[stage][u][1][threadIdx.x],
+                                     valid ? v_head + pos * p.v_stride_n : v_head, valid);
+      }
+    }
+    cp_async::commit_group();  // also when empty, so that group counts stay uniform
+  };
+
+  const uint32_t num_steps = end > begin ? math::ceil_div(end - begin, Traits::kTokensPerStep) : 0;
+#pragma unroll
+  for (uint32_t stage = 0; stage + 1 < kStages; ++stage)
+    issue(begin + stage * Traits::kTokensPerStep, stage);
+
+  // Query slices, rotated and pre-scaled so that q.k is already a base-2 logit (variants.cuh);
+  // loaded while the first KV steps are in flight.
   float q[H][8];
   float alibi_bias_slope[H];
 #pragma unroll
@@ -122,25 +164,19 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
   for (uint32_t h = 0; h < H; ++h) state[h].init();
 
-  const uint32_t begin = kv_begin + blockIdx.x * chunk_len;
-  const uint32_t end = min(begin + chunk_len, p.kv_len);
-  const DTypeKV* k_head = p.k + kv_head * p.k_stride_h + dim0;
-  const DTypeKV* v_head = p.v + kv_head * p.v_stride_h + dim0;
-
-  for (uint32_t step = begin; step < end; step += Traits::kTokensPerStep) {
+  for (uint32_t i = 0; i < num_steps; ++i) {
+    cp_async::wait_group<kStages - 2>();
+    const uint32_t step = begin + i * Traits::kTokensPerStep;
     uint32_t pos[kUnroll];
     RawVec8<DTypeKV> k_raw[kUnroll], v_raw[kUnroll];
 #pragma unroll
     for (uint32_t u = 0; u < kUnroll; ++u) {
-      pos[u] = step + (u * kDecodeWarps + warp) * Traits::kTokensPerWarp + ty;
-      if (pos[u] < end) {
-        k_raw[u].load(k_head + pos[u] * p.k_stride_n);
-        v_raw[u].load(v_head + pos[u] * p.v_stride_n);
-      } else {
-        k_raw[u].zero();
-        v_raw[u].zero();
-      }
+      pos[u] = token(step, u);
+      k_raw[u].bits[0] = ring[i % kStages][u][0][threadIdx.x];
+      v_raw[u].bits[0] = ring[i % kStages][u][1][threadIdx.x];
     }
+    // Refill the slot consumed in the previous step (its data already sits in registers).
+    issue(step + (kStages - 1) * Traits::kTokensPerStep, (i + kStages - 1) % kStages);
 
     float s[H][kUnroll];
 #pragma unroll
@@ -205,8 +241,10 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
     for (uint32_t h = 0; h < H; ++h) state[h].merge_with_lane(offset);
   }
-  __shared__ float smem_o[kDecodeWarps][H][HEAD_DIM];
-  __shared__ float smem_md[kDecodeWarps][H][2];
+  cp_async::wait_group<0>();
+  __syncthreads();  // every thread's copies have landed before the ring becomes the merge buffer
+  auto smem_o = reinterpret_cast<float(*)[H][HEAD_DIM]>(smem);
+  auto smem_md = reinterpret_cast<float(*)[H][2]>(smem + sizeof(float) * kDecodeWarps * H * HEAD_DIM);
   if (ty == 0 && warp > 0) {
 #pragma unroll
     for (uint32_t h = 0; h < H; ++h) {
