@@ -123,13 +123,20 @@ def _paged_cache_bytes(batch, kv_len, num_kv_heads, head_dim, page_size, kv_dtyp
     return num_pages * 2 * page_size * num_kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
 
 
-def batch_decode(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype):
-    return Workload(
-        op="batch_decode",
+def _batch_decode_point(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype):
+    """Label and parameters shared by the batch-decode kernel and plan() workloads."""
+    return dict(
         label=(f"B={batch} kv={kv_len} {_heads_label(num_qo_heads, num_kv_heads)} d={head_dim} "
                f"page={page_size} {kv_dtype}"),
         params=dict(batch=batch, kv_len=kv_len, num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,
                     head_dim=head_dim, page_size=page_size, kv_dtype=kv_dtype),
+    )
+
+
+def batch_decode(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype):
+    return Workload(
+        op="batch_decode",
+        **_batch_decode_point(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype),
         bound=MEMORY_BOUND,
         flops=batch * attention_flops(1, kv_len, num_qo_heads, head_dim, causal=False),
         bytes=decode_bytes(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, kv_dtype),
@@ -143,10 +150,7 @@ def batch_decode_plan(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_
     num_pages = batch * pages_for(kv_len, page_size)
     return Workload(
         op="batch_decode_plan",
-        label=(f"B={batch} kv={kv_len} {_heads_label(num_qo_heads, num_kv_heads)} d={head_dim} "
-               f"page={page_size} {kv_dtype}"),
-        params=dict(batch=batch, kv_len=kv_len, num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,
-                    head_dim=head_dim, page_size=page_size, kv_dtype=kv_dtype),
+        **_batch_decode_point(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype),
         bound=LATENCY,
         footprint_bytes=4 * (num_pages + 2 * batch + 1) + 2 * WORKSPACE_BYTES,
     )
