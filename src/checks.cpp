@@ -1,5 +1,6 @@
 #include "checks.h"
 
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 
@@ -137,6 +138,63 @@ Checker& Checker::rows_aligned(const TensorView& t, const char* name, int bytes)
     fail(StatusCode::kValueError, std::string(name) + ": expected the data pointer and row strides " +
                                       "aligned to " + std::to_string(bytes) +
                                       " bytes, got a misaligned view (slice the array on row boundaries)");
+  return *this;
+}
+
+Checker& Checker::row_groups(std::initializer_list<const TensorView*> arrays, const char* names,
+                             RowGroups* groups) {
+  if (!ok()) return *this;
+  const TensorView& first = **arrays.begin();
+  const int lead = first.ndim - 1;
+  // Each level: its innermost dimension and the product of the sizes merged into it.
+  struct Level {
+    int dim;
+    int64_t size;
+  };
+  std::vector<Level> levels;
+  groups->num_rows = 1;
+  for (int d = 0; d < lead; ++d) {
+    groups->num_rows *= first.shape[d];
+    if (first.shape[d] == 1) continue;
+    bool merges = !levels.empty();
+    for (const TensorView* t : arrays)
+      merges = merges && t->strides[levels.back().dim] == t->strides[d] * t->shape[d];
+    if (merges) {
+      levels.back() = {d, levels.back().size * first.shape[d]};
+    } else {
+      levels.push_back({d, first.shape[d]});
+    }
+  }
+  if (groups->num_rows == 0) levels.clear();  // no rows: strides do not matter
+  if (levels.size() > 2) {
+    std::ostringstream s;
+    s << names << ": expected leading dimensions that merge into at most two strided levels, got";
+    for (const TensorView* t : arrays) {
+      s << " shape " << shape_string(*t) << " with strides (";
+      for (int i = 0; i < t->ndim; ++i) s << (i ? ", " : "") << t->strides[i];
+      s << ");";
+    }
+    std::string message = s.str();
+    message.back() = ' ';
+    message += "(copy the array to make it contiguous)";
+    return fail(StatusCode::kValueError, message);
+  }
+  groups->inner_rows = levels.size() == 2 ? levels[1].size : 1;
+  groups->outer_stride.clear();
+  groups->inner_stride.clear();
+  for (const TensorView* t : arrays) {
+    groups->outer_stride.push_back(levels.empty() ? 0 : t->strides[levels[0].dim]);
+    groups->inner_stride.push_back(levels.size() == 2 ? t->strides[levels[1].dim] : 0);
+  }
+  return *this;
+}
+
+Checker& Checker::finite(float value, const char* name, bool in_range, const char* what) {
+  if (ok() && !(std::isfinite(value) && in_range)) {
+    std::ostringstream s;
+    s << name << ": expected " << what << ", got " << value;
+    fail(StatusCode::kValueError, s.str());
+  }
   return *this;
 }
 

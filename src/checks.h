@@ -13,6 +13,14 @@ namespace fi_core {
 std::string shape_string(const TensorView& t);
 std::string device_string(int device);
 
+// Leading dimensions (all but the last) shared by several arrays, merged wherever every array
+// allows it into at most two strided levels: row r of array a starts at element
+// (r / inner_rows) * outer_stride[a] + (r % inner_rows) * inner_stride[a].
+struct RowGroups {
+  int64_t num_rows = 1, inner_rows = 1;
+  std::vector<int64_t> outer_stride, inner_stride;  // one per array
+};
+
 class Checker {
  public:
   bool ok() const { return status_.ok(); }
@@ -37,6 +45,12 @@ class Checker {
                        const char* ref_name);
   // Data pointer and every stride but the last aligned to `bytes` (vectorized rows).
   Checker& rows_aligned(const TensorView& t, const char* name, int bytes);
+  // The rows of `arrays` (same leading shape, checked by the caller) as RowGroups; fails when
+  // their leading strides need more than two levels. `names` names the arrays in messages.
+  Checker& row_groups(std::initializer_list<const TensorView*> arrays, const char* names,
+                      RowGroups* groups);
+  // A float option: "<name>: expected <what>, got <value>" unless finite and `in_range`.
+  Checker& finite(float value, const char* name, bool in_range, const char* what);
 
  private:
   Status status_;

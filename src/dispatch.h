@@ -1,4 +1,4 @@
-// Maps run-time (head_dim, q dtype, kv dtype) onto the compiled instantiations.
+// Maps run-time (head_dim, dtypes) onto the compiled instantiations; device and error helpers.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -52,6 +52,18 @@ cudaError_t dispatch_attention(int head_dim, DType q, DType kv, const Op& op) {
   FI_CORE_FOR_EACH_HEAD_DIM(FI_CORE_CASE)
 #undef FI_CORE_CASE
   return cudaErrorInvalidValue;
+}
+
+// Calls op.template call<D>() for the element dtype D of a per-token operator (norms,
+// activations, RoPE); the caller has validated it.
+template <typename Op>
+cudaError_t dispatch_float_dtype(DType dtype, const Op& op) {
+  switch (dtype) {
+    case DType::kFloat16: return op.template call<DType::kFloat16>();
+    case DType::kBFloat16: return op.template call<DType::kBFloat16>();
+    case DType::kFloat32: return op.template call<DType::kFloat32>();
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 // Runs `fn` with `device` current, restoring the caller's device afterwards.

@@ -1,14 +1,13 @@
 """What the build reports about itself, the main job without a GPU, and the C++ headers."""
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 import fi_core
-from conftest import HAS_GPU
+from conftest import HAS_GPU, compile_cpp_example, nvcc_path
 
 RELEASE_HEAD_DIMS = [64, 128, 256]
 RELEASE_ARCHS = ["80", "90a"]
@@ -62,20 +61,7 @@ def test_get_include_holds_the_public_headers():
     assert os.path.isfile(os.path.join(include, "flashinfer", "attention", "decode.cuh"))
 
 
-def _nvcc():
-    for candidate in (shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-@pytest.mark.skipif(_nvcc() is None, reason="nvcc not found: C++ header test skipped")
+@pytest.mark.skipif(nvcc_path() is None, reason="nvcc not found: C++ header test skipped")
 def test_cpp_translation_unit_compiles_against_public_headers(tmp_path):
     # tests/cpp/single_decode_example.cu uses both the header templates and the host API.
-    source = os.path.join(os.path.dirname(__file__), "cpp", "single_decode_example.cu")
-    arch = fi_core.build_info()["cuda_archs"][0]
-    cmd = [_nvcc(), "-std=c++17", "-c", source, "-o", str(tmp_path / "example.o"), "-I", fi_core.get_include(),
-           f"-gencode=arch=compute_{arch},code=sm_{arch}"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "example.o").stat().st_size > 0
+    compile_cpp_example("single_decode_example.cu", tmp_path)

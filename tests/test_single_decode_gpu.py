@@ -1,8 +1,6 @@
 """single_decode_with_kv_cache against the float64 reference, on fresh random inputs with
 poisoned (NaN) outputs, over dtypes x head dims x layouts x group sizes x kv_len x variants."""
 
-import itertools
-import math
 
 import pytest
 

@@ -123,4 +123,46 @@ __device__ __forceinline__ void store8_from_float<float>(float* ptr, const float
   reinterpret_cast<float4*>(ptr)[1] = make_float4(in[4], in[5], in[6], in[7]);
 }
 
+// Element-wise conversions, for spans that cannot use a 16-byte access.
+namespace detail {
+__device__ __forceinline__ float to_float(half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(float x) { return x; }
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ half from_float<half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+}  // namespace detail
+
+// Reads the first n (<= 8) of 8 consecutive elements at any address as floats, zero-filling the
+// rest: one vectorized access when the span is whole and 16-byte aligned, element accesses
+// otherwise (row tails, rows whose stride breaks the alignment). n == 0 touches no memory.
+template <typename T>
+__device__ __forceinline__ void load_upto8_as_float(const T* ptr, uint32_t n, float (&out)[8]) {
+  if (n == 8 && reinterpret_cast<uintptr_t>(ptr) % 16 == 0) {
+    load8_as_float(ptr, out);
+    return;
+  }
+#pragma unroll
+  for (uint32_t i = 0; i < 8; ++i) out[i] = i < n ? detail::to_float(ptr[i]) : 0.f;
+}
+
+// Writes the first n (<= 8) values as T, vectorized under the same condition as the load.
+template <typename T>
+__device__ __forceinline__ void store_upto8_from_float(T* ptr, uint32_t n, const float (&in)[8]) {
+  if (n == 8 && reinterpret_cast<uintptr_t>(ptr) % 16 == 0) {
+    store8_from_float(ptr, in);
+    return;
+  }
+#pragma unroll
+  for (uint32_t i = 0; i < 8; ++i)
+    if (i < n) ptr[i] = detail::from_float<T>(in[i]);
+}
+
 }  // namespace flashinfer

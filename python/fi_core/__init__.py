@@ -9,11 +9,34 @@ from __future__ import annotations
 import os
 
 from . import _C
+from .activation import gelu_and_mul, gelu_tanh_and_mul, silu_and_mul
 from .decode import single_decode_with_kv_cache
+from .norm import fused_add_rmsnorm, gemma_fused_add_rmsnorm, gemma_rmsnorm, rmsnorm
+from .rope import (
+    apply_llama31_rope,
+    apply_llama31_rope_inplace,
+    apply_llama31_rope_pos_ids,
+    apply_llama31_rope_pos_ids_inplace,
+    apply_rope,
+    apply_rope_inplace,
+    apply_rope_pos_ids,
+    apply_rope_pos_ids_inplace,
+    apply_rope_with_cos_sin_cache,
+    apply_rope_with_cos_sin_cache_inplace,
+)
 
 __version__ = _C.build_info()["version"]
 
-__all__ = ["build_info", "get_include", "single_decode_with_kv_cache", "__version__"]
+__all__ = [
+    "build_info", "get_include", "__version__",
+    "single_decode_with_kv_cache",
+    "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
+    "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
+    "apply_rope", "apply_rope_inplace", "apply_rope_pos_ids", "apply_rope_pos_ids_inplace",
+    "apply_llama31_rope", "apply_llama31_rope_inplace", "apply_llama31_rope_pos_ids",
+    "apply_llama31_rope_pos_ids_inplace",
+    "apply_rope_with_cos_sin_cache", "apply_rope_with_cos_sin_cache_inplace",
+]
 
 
 def build_info() -> dict:

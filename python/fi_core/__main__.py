@@ -14,6 +14,7 @@ def main() -> int:
     print(f"  q/o dtypes: {', '.join(info['q_dtypes'])}")
     print(f"  KV dtypes:  {', '.join(info['kv_dtypes'])}")
     print("  kernels:    single_decode_with_kv_cache (NONE / ROPE_LLAMA / ALIBI, soft cap, sliding window, lse)")
+    print("              rmsnorm family, silu/gelu/gelu_tanh_and_mul, RoPE family (fp16/bf16/fp32)")
     if _C.cuda_device_count() == 0:
         print("No CUDA GPU found on this machine: GPU self-check and benchmark skipped.")
         return 0

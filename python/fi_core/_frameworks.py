@@ -126,6 +126,15 @@ def kernel_input(x: Any, name: str) -> Tuple[Any, Optional[str]]:
     return framework_of(x, name).kernel_input(x)
 
 
+def plain_input(x: Any, name: str, expected: str) -> Any:
+    """kernel_input for an array that has no fp8 form: fp8 is rejected by name (it would reach the
+    kernels as bytes and be reported as uint8). `expected` lists the dtypes for the message."""
+    arr, fp8 = kernel_input(x, name)
+    if fp8:
+        raise TypeError(f"{name}: expected dtype {expected}, got {fp8}")
+    return arr
+
+
 def stream_handle(stream: Any, framework: Framework) -> int:
     """cudaStream_t as an integer: the `stream=` override, else the framework's current stream."""
     if stream is None:
