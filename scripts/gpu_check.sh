@@ -12,7 +12,7 @@ set -uo pipefail
 
 ARCHS="90a"
 HEAD_DIMS="64;128;256"
-BENCH_SUITES="decode"
+BENCH_SUITES="decode operators"
 BENCH_FLAGS="--quick"
 SANITIZER=1
 TEST_FILTER=""
@@ -71,6 +71,13 @@ if [[ $SANITIZER == 1 ]]; then
   SUBSET="(test_single_decode_matches_reference and d128 and kv4096 and NHD and g4) or strided or empty or uneven"
   step memcheck memcheck.log compute-sanitizer --tool memcheck --error-exitcode 1 \
     python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_single_decode_gpu.py" -k "$SUBSET" -x
+  # The operators: the odd-shape, strided, view and edge-case tests (the reference grids run above).
+  OPS_SUBSET="not matches_reference and not cos_sin_cache or test_cos_sin_cache_with_3d"
+  step memcheck_ops memcheck_ops.log compute-sanitizer --tool memcheck --error-exitcode 1 \
+    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_norm_gpu.py" "$REPO/tests/test_activation_gpu.py" \
+    "$REPO/tests/test_rope_gpu.py" -k "$OPS_SUBSET" -x
+  step racecheck_ops racecheck_ops.log compute-sanitizer --tool racecheck --error-exitcode 1 \
+    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)" -x
   step racecheck racecheck.log compute-sanitizer --tool racecheck --error-exitcode 1 \
     python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_single_decode_gpu.py" \
     -k "test_single_decode_matches_reference and d128 and kv4096 and NHD and g4 and (none or rope)" -x
@@ -84,6 +91,8 @@ done
 echo
 echo "=== summary ($(head -2 "$OUT/gpu.txt" | tail -1))"
 for name in "${!STATUS[@]}"; do printf '%-14s %s\n' "$name" "${STATUS[$name]}"; done | sort
-grep -hE "passed|failed" "$OUT"/gpu_tests.log "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null | tail -3
-grep -hE "ERROR SUMMARY" "$OUT"/memcheck.log "$OUT"/racecheck.log 2>/dev/null
+for log in gpu_tests memcheck memcheck_ops racecheck racecheck_ops; do
+  [[ -f "$OUT/$log.log" ]] && printf '%-14s %s\n' "$log" "$(grep -hE "passed|failed" "$OUT/$log.log" | tail -1)"
+done
+grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/*check*.log 2>/dev/null
 grep -hE "^(self-check|speed)" "$OUT/main_job.log"
