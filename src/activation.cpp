@@ -64,15 +64,6 @@ Status make_problem(const ActAndMulArgs& a, ActAndMulProblem* pr) {
   return Status::Ok();
 }
 
-struct RunOp {
-  const ActAndMulProblem& problem;
-  cudaStream_t stream;
-  template <DType D>
-  cudaError_t call() const {
-    return detail::run_act_and_mul_kernel<D>(problem, stream);
-  }
-};
-
 }  // namespace
 
 Status act_and_mul(const ActAndMulArgs& args, cudaStream_t stream) {
@@ -80,8 +71,10 @@ Status act_and_mul(const ActAndMulArgs& args, cudaStream_t stream) {
   Status st = make_problem(args, &problem);
   if (!st.ok()) return st;
   detail::DeviceGuard guard(args.input.device);
-  return detail::cuda_status(detail::dispatch_float_dtype(args.input.dtype, RunOp{problem, stream}),
-                             activation_name(args.activation));
+  const auto launch = [&](auto dtype) {
+    return detail::run_act_and_mul_kernel<decltype(dtype)::value>(problem, stream);
+  };
+  return detail::cuda_status(detail::dispatch_float_dtype(args.input.dtype, launch), activation_name(args.activation));
 }
 
 }  // namespace fi_core

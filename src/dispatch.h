@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 
 #include <string>
+#include <type_traits>
 
 #include "fi_core/api.h"
 #include "fi_core_build_config.h"
@@ -56,12 +57,13 @@ cudaError_t dispatch_attention(int head_dim, DType q, DType kv, const Op& op) {
 
 // Calls op.template call<D>() for the element dtype D of a per-token operator (norms,
 // activations, RoPE); the caller has validated it.
-template <typename Op>
-cudaError_t dispatch_float_dtype(DType dtype, const Op& op) {
+// `fn` receives the dtype as a std::integral_constant<DType, D>.
+template <typename Fn>
+cudaError_t dispatch_float_dtype(DType dtype, Fn&& fn) {
   switch (dtype) {
-    case DType::kFloat16: return op.template call<DType::kFloat16>();
-    case DType::kBFloat16: return op.template call<DType::kBFloat16>();
-    case DType::kFloat32: return op.template call<DType::kFloat32>();
+    case DType::kFloat16: return fn(std::integral_constant<DType, DType::kFloat16>{});
+    case DType::kBFloat16: return fn(std::integral_constant<DType, DType::kBFloat16>{});
+    case DType::kFloat32: return fn(std::integral_constant<DType, DType::kFloat32>{});
     default: return cudaErrorInvalidValue;
   }
 }

@@ -75,18 +75,12 @@ Status make_problem(const TensorView& input, const TensorView* residual, const T
   return Status::Ok();
 }
 
-struct RunOp {
-  const NormProblem& problem;
-  cudaStream_t stream;
-  template <DType D>
-  cudaError_t call() const {
-    return detail::run_rmsnorm_kernel<D>(problem, stream);
-  }
-};
-
 Status run(const NormProblem& problem, const TensorView& input, cudaStream_t stream, const char* what) {
   detail::DeviceGuard guard(input.device);
-  return detail::cuda_status(detail::dispatch_float_dtype(input.dtype, RunOp{problem, stream}), what);
+  const auto launch = [&](auto dtype) {
+    return detail::run_rmsnorm_kernel<decltype(dtype)::value>(problem, stream);
+  };
+  return detail::cuda_status(detail::dispatch_float_dtype(input.dtype, launch), what);
 }
 
 }  // namespace

@@ -186,15 +186,6 @@ Status make_problem(const RopeArgs& a, RopeProblem* pr) {
   return Status::Ok();
 }
 
-struct RunOp {
-  const RopeProblem& problem;
-  cudaStream_t stream;
-  template <DType D>
-  cudaError_t call() const {
-    return detail::run_rope_kernel<D>(problem, stream);
-  }
-};
-
 }  // namespace
 
 Status apply_rope(const RopeArgs& args, cudaStream_t stream) {
@@ -202,8 +193,10 @@ Status apply_rope(const RopeArgs& args, cudaStream_t stream) {
   Status st = make_problem(args, &problem);
   if (!st.ok()) return st;
   detail::DeviceGuard guard(args.q.device);
-  return detail::cuda_status(detail::dispatch_float_dtype(args.q.dtype, RunOp{problem, stream}),
-                             "apply_rope");
+  const auto launch = [&](auto dtype) {
+    return detail::run_rope_kernel<decltype(dtype)::value>(problem, stream);
+  };
+  return detail::cuda_status(detail::dispatch_float_dtype(args.q.dtype, launch), "apply_rope");
 }
 
 }  // namespace fi_core
