@@ -24,6 +24,15 @@ from .rope import (
     apply_rope_with_cos_sin_cache,
     apply_rope_with_cos_sin_cache_inplace,
 )
+from .sampling import (
+    min_p_sampling_from_probs,
+    sampling_from_probs,
+    top_k_renorm_probs,
+    top_k_sampling_from_probs,
+    top_k_top_p_sampling_from_probs,
+    top_p_renorm_probs,
+    top_p_sampling_from_probs,
+)
 
 __version__ = _C.build_info()["version"]
 
@@ -36,6 +45,9 @@ __all__ = [
     "apply_llama31_rope", "apply_llama31_rope_inplace", "apply_llama31_rope_pos_ids",
     "apply_llama31_rope_pos_ids_inplace",
     "apply_rope_with_cos_sin_cache", "apply_rope_with_cos_sin_cache_inplace",
+    "sampling_from_probs", "top_p_sampling_from_probs", "top_k_sampling_from_probs",
+    "min_p_sampling_from_probs", "top_k_top_p_sampling_from_probs",
+    "top_p_renorm_probs", "top_k_renorm_probs",
 ]
 
 

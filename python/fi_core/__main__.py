@@ -15,6 +15,7 @@ def main() -> int:
     print(f"  KV dtypes:  {', '.join(info['kv_dtypes'])}")
     print("  kernels:    single_decode_with_kv_cache (NONE / ROPE_LLAMA / ALIBI, soft cap, sliding window, lse)")
     print("              rmsnorm family, silu/gelu/gelu_tanh_and_mul, RoPE family (fp16/bf16/fp32)")
+    print("              sampling from probs (top-k / top-p / min-p), top-k / top-p renorm (fp32)")
     if _C.cuda_device_count() == 0:
         print("No CUDA GPU found on this machine: GPU self-check and benchmark skipped.")
         return 0
