@@ -7,12 +7,18 @@
 #                        [--full-bench] [--no-sanitizer] [--tests "<pytest -k expression>"]
 #
 # Wheels not installed on the GPU machine (nvidia-cutlass, flashinfer-python and its needs) are
-# taken from ./.whl when present.
+# taken from ./.whl when present (git-ignored; carry it). To fill it on a machine with PyPI:
+#   for p in nvidia-cutlass==4.2.0.0 flashinfer-python==0.5.3 apache-tvm-ffi nvidia-cudnn-frontend; do
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl "$p"; done
+# Budget: on an H100 the decode part (build 40 s, tests 50 s, sanitizers 40 s, decode bench 55 s)
+# fits one 10-minute command; with the operator and sampling tests and suites (FlashInfer JITs each
+# suite for about a minute on a fresh machine) split the work with --bench / --no-sanitizer.
 set -uo pipefail
 
 ARCHS="90a"
 HEAD_DIMS="64;128;256"
-BENCH_SUITES="decode operators"
+BENCH_SUITES="decode operators sampling"
 BENCH_FLAGS="--quick"
 SANITIZER=1
 TEST_FILTER=""
@@ -76,6 +82,11 @@ if [[ $SANITIZER == 1 ]]; then
   step memcheck_ops memcheck_ops.log compute-sanitizer --tool memcheck --error-exitcode 1 \
     python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_norm_gpu.py" "$REPO/tests/test_activation_gpu.py" \
     "$REPO/tests/test_rope_gpu.py" -k "$OPS_SUBSET" -x
+  step memcheck_sampling memcheck_sampling.log compute-sanitizer --tool memcheck --error-exitcode 1 \
+    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_sampling_gpu.py" \
+    -k "renorm or odd_rows or out_of_range or strided or keep_only" -x
+  step racecheck_sampling racecheck_sampling.log compute-sanitizer --tool racecheck --error-exitcode 1 \
+    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_sampling_gpu.py" -k "renorm" -x
   step racecheck_ops racecheck_ops.log compute-sanitizer --tool racecheck --error-exitcode 1 \
     python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)" -x
   step racecheck racecheck.log compute-sanitizer --tool racecheck --error-exitcode 1 \
@@ -91,7 +102,7 @@ done
 echo
 echo "=== summary ($(head -2 "$OUT/gpu.txt" | tail -1))"
 for name in "${!STATUS[@]}"; do printf '%-14s %s\n' "$name" "${STATUS[$name]}"; done | sort
-for log in gpu_tests memcheck memcheck_ops racecheck racecheck_ops; do
+for log in gpu_tests memcheck memcheck_ops memcheck_sampling racecheck racecheck_ops racecheck_sampling; do
   [[ -f "$OUT/$log.log" ]] && printf '%-14s %s\n' "$log" "$(grep -hE "passed|failed" "$OUT/$log.log" | tail -1)"
 done
 grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/*check*.log 2>/dev/null
