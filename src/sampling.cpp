@@ -10,9 +10,28 @@
 namespace fi_core {
 namespace {
 
-using detail::SamplingProblem;
+using flashinfer::sampling::SamplingParams;
 
 constexpr const char* kProbDims = "[batch_size, vocab_size]";
+
+// The fields sampling and renormalization share: the probability rows and the top-k / top-p
+// filters (validated by the caller). One output row per probability row unless `indices` says.
+SamplingParams rows_and_filters(const TensorView& probs, uint32_t batch, bool use_top_k,
+                                const TensorView& top_k, int32_t top_k_val, bool use_top_p,
+                                const TensorView& top_p, float top_p_val) {
+  SamplingParams p{};
+  p.probs = static_cast<const float*>(probs.data);
+  p.probs_stride = probs.strides[0];
+  p.num_prob_rows = p.batch_size = batch;
+  p.vocab_size = uint32_t(probs.shape[1]);
+  p.use_top_k = use_top_k;
+  p.top_k_arr = top_k.present() ? static_cast<const int32_t*>(top_k.data) : nullptr;
+  p.top_k = top_k_val;
+  p.use_top_p = use_top_p;
+  p.top_p_arr = top_p.present() ? static_cast<const float*>(top_p.data) : nullptr;
+  p.top_p = top_p_val;
+  return p;
+}
 
 // probs: float32 [rows, vocab] on a CUDA device with a contiguous last dimension.
 void check_probs(Checker& c, const TensorView& probs) {
@@ -84,21 +103,12 @@ Status sampling_from_probs(const SamplingArgs& args, cudaStream_t stream) {
   }
   if (!c.ok()) return c.status();
 
-  SamplingProblem pr{};
-  pr.probs = static_cast<const float*>(args.probs.data);
-  pr.probs_stride = args.probs.strides[0];
+  SamplingParams pr = rows_and_filters(args.probs, uint32_t(batch), args.use_top_k, args.top_k,
+                                       args.top_k_val, args.use_top_p, args.top_p, args.top_p_val);
   pr.num_prob_rows = uint32_t(args.probs.shape[0]);
-  pr.vocab_size = uint32_t(args.probs.shape[1]);
-  pr.batch_size = uint32_t(batch);
   pr.indices = args.indices.present() ? args.indices.data : nullptr;
   pr.indices_int64 = args.indices.dtype == DType::kInt64;
-  pr.use_top_k = args.use_top_k;
-  pr.use_top_p = args.use_top_p;
   pr.use_min_p = args.use_min_p;
-  pr.top_k_arr = args.top_k.present() ? static_cast<const int32_t*>(args.top_k.data) : nullptr;
-  pr.top_k = args.top_k_val;
-  pr.top_p_arr = args.top_p.present() ? static_cast<const float*>(args.top_p.data) : nullptr;
-  pr.top_p = args.top_p_val;
   pr.min_p_arr = args.min_p.present() ? static_cast<const float*>(args.min_p.data) : nullptr;
   pr.min_p = args.min_p_val;
   pr.top_k_first = args.top_k_first;
@@ -122,17 +132,8 @@ Status renorm_probs(const RenormProbsArgs& args, cudaStream_t stream) {
                 args.top_p_val, batch, args.probs);
   if (!c.ok()) return c.status();
 
-  SamplingProblem pr{};
-  pr.probs = static_cast<const float*>(args.probs.data);
-  pr.probs_stride = args.probs.strides[0];
-  pr.num_prob_rows = pr.batch_size = uint32_t(batch);
-  pr.vocab_size = uint32_t(args.probs.shape[1]);
-  pr.use_top_k = args.use_top_k;
-  pr.use_top_p = args.use_top_p;
-  pr.top_k_arr = args.top_k.present() ? static_cast<const int32_t*>(args.top_k.data) : nullptr;
-  pr.top_k = args.top_k_val;
-  pr.top_p_arr = args.top_p.present() ? static_cast<const float*>(args.top_p.data) : nullptr;
-  pr.top_p = args.top_p_val;
+  SamplingParams pr = rows_and_filters(args.probs, uint32_t(batch), args.use_top_k, args.top_k,
+                                       args.top_k_val, args.use_top_p, args.top_p, args.top_p_val);
   pr.top_k_first = true;
   pr.renormed = static_cast<float*>(args.out.data);
   pr.renormed_stride = args.out.strides[0];
