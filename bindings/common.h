@@ -52,6 +52,13 @@ inline fi_core::DType to_dtype(nb::dlpack::dtype dt) {
   }
 }
 
+// A dtype by name (the Python layer spells framework dtypes this way); kOther when unknown.
+inline fi_core::DType dtype_from_name(const std::string& name) {
+  for (int d = 0; d < int(fi_core::DType::kOther); ++d)
+    if (name == fi_core::dtype_name(fi_core::DType(d))) return fi_core::DType(d);
+  return fi_core::DType::kOther;
+}
+
 inline fi_core::TensorView view(const OptionalArray& a, const char* name) {
   fi_core::TensorView t;
   if (!a) return t;
@@ -109,5 +116,7 @@ inline cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaSt
 void bind_decode(nb::module_& m);
 void bind_ops(nb::module_& m);
 void bind_sampling(nb::module_& m);
+void bind_page(nb::module_& m);
+void bind_cascade(nb::module_& m);
 
 }  // namespace fi_core_bindings

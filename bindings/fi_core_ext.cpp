@@ -31,4 +31,6 @@ NB_MODULE(_C, m) {
   bind_decode(m);
   bind_ops(m);
   bind_sampling(m);
+  bind_page(m);
+  bind_cascade(m);
 }

@@ -53,17 +53,19 @@ foreach(dim IN LISTS FI_CORE_HEAD_DIMS)
   string(APPEND FI_CORE_HEAD_DIM_XMACRO "X(${dim}) ")
 endforeach()
 
-# One generated .cu per head dim x q dtype x kv dtype: builds parallelize and a compile error
-# names one combination.
+# One generated .cu per kernel family x head dim x q dtype x kv dtype: builds parallelize and a
+# compile error names one combination.
 function(fi_core_generate_attention_sources out_var)
   set(sources "")
   set(gen_dir "${CMAKE_CURRENT_BINARY_DIR}/generated")
-  foreach(HEAD_DIM IN LISTS FI_CORE_HEAD_DIMS)
-    foreach(Q_DTYPE IN LISTS FI_CORE_Q_DTYPES)
-      foreach(KV_DTYPE IN LISTS FI_CORE_KV_DTYPES)
-        set(file "${gen_dir}/single_decode_d${HEAD_DIM}_${Q_DTYPE}_${KV_DTYPE}.cu")
-        configure_file("${PROJECT_SOURCE_DIR}/src/templates/single_decode_inst.cu.in" "${file}" @ONLY)
-        list(APPEND sources "${file}")
+  foreach(family IN ITEMS single_decode batch_decode)
+    foreach(HEAD_DIM IN LISTS FI_CORE_HEAD_DIMS)
+      foreach(Q_DTYPE IN LISTS FI_CORE_Q_DTYPES)
+        foreach(KV_DTYPE IN LISTS FI_CORE_KV_DTYPES)
+          set(file "${gen_dir}/${family}_d${HEAD_DIM}_${Q_DTYPE}_${KV_DTYPE}.cu")
+          configure_file("${PROJECT_SOURCE_DIR}/src/templates/${family}_inst.cu.in" "${file}" @ONLY)
+          list(APPEND sources "${file}")
+        endforeach()
       endforeach()
     endforeach()
   endforeach()

@@ -4,7 +4,8 @@
 #   subset, then the benchmark suites. Results and logs go to $OUT (default ./gpu_check_out).
 #
 #   scripts/gpu_check.sh [--archs "90a"] [--head-dims "64;128;256"] [--bench "decode"]
-#                        [--full-bench] [--no-sanitizer] [--tests "<pytest -k expression>"]
+#                        [--full-bench] [--no-sanitizer] [--sanitize "decode ops sampling ..."]
+#                        [--tests "<pytest -k expression>"]
 #
 # Wheels not installed on the GPU machine (nvidia-cutlass, flashinfer-python and its needs) are
 # taken from ./.whl when present (git-ignored; carry it). To fill it on a machine with PyPI:
@@ -21,6 +22,7 @@ HEAD_DIMS="64;128;256"
 BENCH_SUITES="decode operators sampling"
 BENCH_FLAGS="--quick"
 SANITIZER=1
+SANITIZE="decode batch_decode ops sampling page cascade"  # kernel families run under compute-sanitizer
 TEST_FILTER=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -29,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --bench) BENCH_SUITES="$2"; shift 2 ;;
     --full-bench) BENCH_FLAGS=""; shift ;;
     --no-sanitizer) SANITIZER=0; shift ;;
+    --sanitize) SANITIZE="$2"; shift 2 ;;
     --tests) TEST_FILTER="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -72,27 +75,34 @@ step import_order import_order.log python3 -X faulthandler -c \
 step main_job main_job.log python3 -X faulthandler -m fi_core
 step gpu_tests gpu_tests.log python3 -m pytest -q -p no:cacheprovider "$REPO/tests" ${TEST_FILTER:+-k "$TEST_FILTER"} --maxfail=20
 
-if [[ $SANITIZER == 1 ]]; then
-  # A representative slice: every dtype pair and variant at short and split lengths.
-  SUBSET="(test_single_decode_matches_reference and d128 and kv4096 and NHD and g4) or strided or empty or uneven"
-  step memcheck memcheck.log compute-sanitizer --tool memcheck --error-exitcode 1 \
-    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_single_decode_gpu.py" -k "$SUBSET" -x
-  # The operators: the odd-shape, strided, view and edge-case tests (the reference grids run above).
-  OPS_SUBSET="not matches_reference and not cos_sin_cache or test_cos_sin_cache_with_3d"
-  step memcheck_ops memcheck_ops.log compute-sanitizer --tool memcheck --error-exitcode 1 \
-    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_norm_gpu.py" "$REPO/tests/test_activation_gpu.py" \
-    "$REPO/tests/test_rope_gpu.py" -k "$OPS_SUBSET" -x
-  step memcheck_sampling memcheck_sampling.log compute-sanitizer --tool memcheck --error-exitcode 1 \
-    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_sampling_gpu.py" \
-    -k "renorm or odd_rows or out_of_range or strided or keep_only" -x
-  step racecheck_sampling racecheck_sampling.log compute-sanitizer --tool racecheck --error-exitcode 1 \
-    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_sampling_gpu.py" -k "renorm" -x
-  step racecheck_ops racecheck_ops.log compute-sanitizer --tool racecheck --error-exitcode 1 \
-    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)" -x
-  step racecheck racecheck.log compute-sanitizer --tool racecheck --error-exitcode 1 \
-    python3 -m pytest -q -p no:cacheprovider "$REPO/tests/test_single_decode_gpu.py" \
-    -k "test_single_decode_matches_reference and d128 and kv4096 and NHD and g4 and (none or rope)" -x
-fi
+sanitize() {  # sanitize FAMILY TOOL TEST_FILES -k EXPRESSION: one compute-sanitizer step
+  local family="$1" tool="$2"; shift 2
+  [[ $SANITIZER == 1 && " $SANITIZE " == *" $family "* ]] || return 0
+  step "${tool}_$family" "${tool}_$family.log" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+    python3 -m pytest -q -p no:cacheprovider -x "$@"
+}
+T="$REPO/tests"
+# Representative slices: every dtype pair and variant at split lengths, odd shapes, views, edges.
+sanitize decode memcheck "$T/test_single_decode_gpu.py" \
+  -k "(test_single_decode_matches_reference and d128 and kv4096 and NHD and g4) or strided or empty or uneven"
+sanitize decode racecheck "$T/test_single_decode_gpu.py" \
+  -k "test_single_decode_matches_reference and d128 and kv4096 and NHD and g4 and (none or rope)"
+sanitize batch_decode memcheck "$T/test_batch_decode_gpu.py" \
+  -k "(matches_reference and d128 and ps5 and tensor and NHD) or split or empty or strided or graph or validation"
+sanitize batch_decode racecheck "$T/test_batch_decode_gpu.py" \
+  -k "(matches_reference and d128 and ps16 and tuple and HND and (none or rope) and bfloat16-bfloat16) or (strided and tensor_cores) or (large and 257 and tensor_cores)"
+sanitize ops memcheck "$T/test_norm_gpu.py" "$T/test_activation_gpu.py" "$T/test_rope_gpu.py" \
+  -k "not matches_reference and not cos_sin_cache or test_cos_sin_cache_with_3d"
+sanitize ops racecheck "$T/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)"
+sanitize sampling memcheck "$T/test_sampling_gpu.py" \
+  -k "renorm or odd_rows or out_of_range or strided or keep_only or mask or speculative_exact"
+sanitize sampling racecheck "$T/test_sampling_gpu.py" \
+  -k "renorm_matches or streamed_thresholds or (mask_logits_matches and 32001) or speculative_exact"
+sanitize page memcheck "$T/test_page_gpu.py" \
+  -k "(pool and (bfloat16 or e4m3)) or skips or odd_head_dims or without or beyond or int64 or (matches_reference and p5 and bfloat16)"
+sanitize cascade memcheck "$T/test_cascade_gpu.py" \
+  -k "strided or (in_place and d100) or out_is_an_input or empty or (matches_reference and (d3 or d1000 or d1024))"
+sanitize cascade racecheck "$T/test_cascade_gpu.py" -k "in_place and d256"
 
 cd "$REPO"
 for suite in $BENCH_SUITES; do
@@ -101,9 +111,9 @@ done
 
 echo
 echo "=== summary ($(head -2 "$OUT/gpu.txt" | tail -1))"
-for name in "${!STATUS[@]}"; do printf '%-14s %s\n' "$name" "${STATUS[$name]}"; done | sort
-for log in gpu_tests memcheck memcheck_ops memcheck_sampling racecheck racecheck_ops racecheck_sampling; do
-  [[ -f "$OUT/$log.log" ]] && printf '%-14s %s\n' "$log" "$(grep -hE "passed|failed" "$OUT/$log.log" | tail -1)"
+for name in "${!STATUS[@]}"; do printf '%-22s %s\n' "$name" "${STATUS[$name]}"; done | sort
+for log in "$OUT"/gpu_tests.log "$OUT"/memcheck_*.log "$OUT"/racecheck_*.log; do
+  [[ -f "$log" ]] && printf '%-22s %s\n' "$(basename "$log" .log)" "$(grep -hE "passed|failed" "$log" | tail -1)"
 done
 grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT"/*check*.log 2>/dev/null
 grep -hE "^(self-check|speed)" "$OUT/main_job.log"

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <sstream>
 
+#include "dispatch.h"
+
 namespace fi_core {
 
 const char* dtype_name(DType dtype) {
@@ -69,6 +71,25 @@ Checker& Checker::on_cuda(const TensorView& t, const char* name) {
   if (ok() && t.device < 0)
     fail(StatusCode::kTypeError,
          std::string(name) + ": expected a CUDA array, got an array in host memory");
+  return *this;
+}
+
+Checker& Checker::on_host(const TensorView& t, const char* name) {
+  if (ok() && t.device >= 0)
+    fail(StatusCode::kTypeError, std::string(name) + ": expected a host (CPU) array, got an array on " +
+                                     device_string(t.device));
+  return *this;
+}
+
+Checker& Checker::contiguous(const TensorView& t, const char* name) {
+  if (!ok()) return *this;
+  int64_t expected = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    if (t.shape[i] > 1 && t.strides[i] != expected)
+      return fail(StatusCode::kValueError,
+                  std::string(name) + ": expected a contiguous array, got strides of a strided view");
+    expected *= t.shape[i];
+  }
   return *this;
 }
 
@@ -196,6 +217,36 @@ Checker& Checker::finite(float value, const char* name, bool in_range, const cha
     fail(StatusCode::kValueError, s.str());
   }
   return *this;
+}
+
+Checker& Checker::attention_options(PosEncodingMode pos_encoding_mode, int32_t window_left,
+                                    float logits_soft_cap, float sm_scale, float rope_scale,
+                                    float rope_theta) {
+  require(pos_encoding_mode == PosEncodingMode::kNone || pos_encoding_mode == PosEncodingMode::kRoPELlama ||
+              pos_encoding_mode == PosEncodingMode::kALiBi,
+          [&] {
+            return "pos_encoding_mode: expected NONE (0), ROPE_LLAMA (1) or ALIBI (2), got " +
+                   std::to_string(int(pos_encoding_mode));
+          });
+  require(window_left >= -1, [&] {
+    return "window_left: expected -1 (no window) or >= 0, got " + std::to_string(window_left);
+  });
+  finite(logits_soft_cap, "logits_soft_cap", logits_soft_cap >= 0.f, ">= 0 (0 = off)");
+  finite(sm_scale, "sm_scale", sm_scale >= 0.f, "a positive number (0 = 1/sqrt(head_dim))");
+  finite(rope_scale, "rope_scale", rope_scale > 0.f, "a positive number");
+  return finite(rope_theta, "rope_theta", rope_theta > 0.f, "a positive number");
+}
+
+Checker& Checker::attention_heads(int64_t head_dim, const char* head_dim_source, int64_t num_qo_heads,
+                                  int64_t num_kv_heads) {
+  require(detail::head_dim_in_build(int(head_dim)), [&] {
+    return "head_dim: " + std::to_string(head_dim) + " (" + head_dim_source +
+           ") is not in this build; it has " + detail::head_dims_in_build();
+  });
+  return require(num_kv_heads > 0 && num_qo_heads > 0 && num_qo_heads % num_kv_heads == 0, [&] {
+    return "num_qo_heads: expected a positive multiple of num_kv_heads (" +
+           std::to_string(num_kv_heads) + "), got " + std::to_string(num_qo_heads);
+  });
 }
 
 }  // namespace fi_core

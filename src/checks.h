@@ -36,6 +36,9 @@ class Checker {
 
   Checker& present(const TensorView& t, const char* name);
   Checker& on_cuda(const TensorView& t, const char* name);
+  Checker& on_host(const TensorView& t, const char* name);
+  // Every dimension packed (strides of a C-contiguous array).
+  Checker& contiguous(const TensorView& t, const char* name);
   Checker& dtype_in(const TensorView& t, const char* name, std::initializer_list<DType> allowed);
   Checker& ndim(const TensorView& t, const char* name, int ndim, const char* dims);
   Checker& shape(const TensorView& t, const char* name, const std::vector<int64_t>& expected,
@@ -51,6 +54,13 @@ class Checker {
                       RowGroups* groups);
   // A float option: "<name>: expected <what>, got <value>" unless finite and `in_range`.
   Checker& finite(float value, const char* name, bool in_range, const char* what);
+  // The options every attention kernel takes: position encoding, sliding window, soft cap,
+  // softmax scale (0 = default), RoPE scale and theta.
+  Checker& attention_options(PosEncodingMode pos_encoding_mode, int32_t window_left,
+                             float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta);
+  // head_dim compiled into this build, num_qo_heads a positive multiple of num_kv_heads.
+  Checker& attention_heads(int64_t head_dim, const char* head_dim_source, int64_t num_qo_heads,
+                           int64_t num_kv_heads);
 
  private:
   Status status_;

@@ -59,28 +59,8 @@ Status make_problem(const SingleDecodeArgs& a, SingleDecodeProblem* pr) {
   c.rows_aligned(a.q, "q", 16).rows_aligned(a.out, "out", 16);
   c.rows_aligned(a.k, "k", int(8 * dtype_size(a.k.dtype))).rows_aligned(a.v, "v", int(8 * dtype_size(a.v.dtype)));
 
-  c.require(a.pos_encoding_mode == PosEncodingMode::kNone ||
-                a.pos_encoding_mode == PosEncodingMode::kRoPELlama ||
-                a.pos_encoding_mode == PosEncodingMode::kALiBi,
-            [&] {
-              return "pos_encoding_mode: expected NONE (0), ROPE_LLAMA (1) or ALIBI (2), got " +
-                     std::to_string(int(a.pos_encoding_mode));
-            });
-  c.require(a.window_left >= -1, [&] {
-    return "window_left: expected -1 (no window) or >= 0, got " + std::to_string(a.window_left);
-  });
-  c.require(std::isfinite(a.logits_soft_cap) && a.logits_soft_cap >= 0.f, [&] {
-    return "logits_soft_cap: expected >= 0 (0 = off), got " + std::to_string(a.logits_soft_cap);
-  });
-  c.require(std::isfinite(a.sm_scale) && a.sm_scale >= 0.f, [&] {
-    return "sm_scale: expected a positive number (0 = 1/sqrt(head_dim)), got " + std::to_string(a.sm_scale);
-  });
-  c.require(std::isfinite(a.rope_scale) && a.rope_scale > 0.f, [&] {
-    return "rope_scale: expected a positive number, got " + std::to_string(a.rope_scale);
-  });
-  c.require(std::isfinite(a.rope_theta) && a.rope_theta > 0.f, [&] {
-    return "rope_theta: expected a positive number, got " + std::to_string(a.rope_theta);
-  });
+  c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale,
+                      a.rope_theta);
   for (auto [value, name] : {std::pair{a.q_scale, "q_scale"}, {a.k_scale, "k_scale"}, {a.v_scale, "v_scale"}})
     c.require(std::isfinite(value), [&] { return std::string(name) + ": expected a finite number, got " + std::to_string(value); });
   if (!c.ok()) return c.status();
@@ -109,6 +89,7 @@ Status make_problem(const SingleDecodeArgs& a, SingleDecodeProblem* pr) {
   pr->rope_scale = a.rope_scale;
   pr->rope_theta = a.rope_theta;
   pr->v_scale = a.v_scale;
+  pr->use_tensor_cores = a.use_tensor_cores;
   pr->device = a.q.device;
   return Status::Ok();
 }

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "dtype_map.cuh"
-#include "flashinfer/attention/decode.cuh"
+#include "flashinfer/attention/single_decode.cuh"
 #include "single_decode_problem.h"
 
 namespace fi_core {
@@ -46,8 +46,10 @@ struct SingleDecodeInstance {
 template <int HEAD_DIM, DType Q, DType KV>
 cudaError_t plan_single_decode_kernel(const SingleDecodeProblem& problem, SingleDecodePlanInfo* info) {
   using Instance = SingleDecodeInstance<HEAD_DIM, Q, KV>;
-  flashinfer::attention::SingleDecodePlan plan;
-  cudaError_t err = Instance::Kernel::plan(Instance::params(problem), problem.device, &plan);
+  typename Instance::Kernel::Plan plan;
+  cudaError_t err =
+      Instance::Kernel::plan(Instance::params(problem), problem.device, problem.use_tensor_cores, &plan);
+  info->tensor_cores = plan.tensor_cores;
   info->num_chunks = plan.num_chunks;
   info->chunk_len = plan.chunk_len;
   info->workspace_bytes = plan.workspace_bytes;
@@ -58,8 +60,8 @@ template <int HEAD_DIM, DType Q, DType KV>
 cudaError_t run_single_decode_kernel(const SingleDecodeProblem& problem, cudaStream_t stream) {
   using Instance = SingleDecodeInstance<HEAD_DIM, Q, KV>;
   const auto params = Instance::params(problem);
-  flashinfer::attention::SingleDecodePlan plan;
-  cudaError_t err = Instance::Kernel::plan(params, problem.device, &plan);
+  typename Instance::Kernel::Plan plan;
+  cudaError_t err = Instance::Kernel::plan(params, problem.device, problem.use_tensor_cores, &plan);
   if (err != cudaSuccess) return err;
   if (plan.workspace_bytes > problem.workspace_bytes) return cudaErrorInvalidValue;
   return Instance::Kernel::run(params, plan, problem.workspace, stream);

@@ -25,6 +25,7 @@ struct SingleDecodeProblem {
   PosEncodingMode pos_encoding_mode;
   float sm_scale;  // q_scale * k_scale folded in
   float logits_soft_cap, rope_scale, rope_theta, v_scale;
+  int32_t use_tensor_cores;
   int device;
 };
 

@@ -47,6 +47,7 @@ def kept_reference(probs, top_k=None, top_p=None, min_p=None, top_k_first=True):
             keep &= row >= torch.sort(row, descending=True).values[k - 1]
         tp = top_p[r] if isinstance(top_p, list) else top_p
         if tp is not None and tp < 1:
+            tp = float(torch.tensor(tp, dtype=torch.float32))  # the kernel's float32 top_p
             base = row * keep if top_k_first else row
             # The largest value v with mass(p >= v) >= tp * mass: the first sorted value whose
             # running sum reaches the target (ties end up kept by the >= below).
@@ -54,8 +55,8 @@ def kept_reference(probs, top_k=None, top_p=None, min_p=None, top_k_first=True):
             first = int(torch.nonzero(torch.cumsum(values, 0) >= tp * base.sum())[0])
             keep &= row >= values[first]
         mp = min_p[r] if isinstance(min_p, list) else min_p
-        if mp is not None and mp > 0:
-            keep &= row >= min(mp, 1.0) * row.max()
+        if mp is not None and mp > 0:  # the threshold as the kernel rounds it: float32
+            keep &= row >= (torch.tensor(min(mp, 1.0), dtype=torch.float32) * row.max().float()).double()
         kept = row * keep
         if kept.sum() > 0:
             out[r] = kept / kept.sum()
@@ -237,3 +238,299 @@ def test_strided_rows_and_check_nan():
     bad[1, 5] = float("nan")
     with pytest.raises(ValueError, match="probs: expected no NaN"):
         fi_core.sampling_from_probs(bad, check_nan=True)
+
+
+# ---- rows too large for the on-chip candidates: the streamed radix passes ----
+
+def near_uniform_probs(rows, vocab, seed):
+    """Probabilities within a few percent of 1 / vocab: every first-digit bin holds far more
+    tokens than fit on chip, so thresholds come from streamed passes over the row."""
+    return random_probs(rows, vocab, seed, temperature=20.0)
+
+
+@pytest.mark.parametrize("vocab", [32001, 128256])
+def test_streamed_thresholds_renorm_exactly(vocab):
+    probs = near_uniform_probs(3, vocab, case_seed("streamed_renorm", vocab))
+    for top_p in (0.1, 0.5, 0.97):
+        out = fi_core.top_p_renorm_probs(probs, top_p)
+        torch.testing.assert_close(out.double().cpu(), kept_reference(probs, top_p=top_p), rtol=1e-5, atol=1e-9)
+    for top_k in (17000, vocab // 2, vocab - 1):
+        out = fi_core.top_k_renorm_probs(probs, top_k)
+        torch.testing.assert_close(out.double().cpu(), kept_reference(probs, top_k=top_k), rtol=1e-5, atol=1e-9)
+
+
+# Kept sets of tens of thousands of near-equal tokens (min_p 0.8 keeps about half of them).
+STREAMED_CASES = [
+    ("top_p", lambda: fi_core.top_p_sampling_from_probs, {"top_p": 0.5}, {"top_p": 0.5}),
+    ("top_k", lambda: fi_core.top_k_sampling_from_probs, {"top_k": 40000}, {"top_k": 40000}),
+    ("min_p", lambda: fi_core.min_p_sampling_from_probs, {"min_p": 0.8}, {"min_p": 0.8}),
+    ("top_k_top_p", lambda: fi_core.top_k_top_p_sampling_from_probs,
+     {"top_k": 60000, "top_p": 0.6}, {"top_k": 60000, "top_p": 0.6}),
+    ("top_k_top_p_joint", lambda: fi_core.top_k_top_p_sampling_from_probs,
+     {"top_k": 60000, "top_p": 0.6, "filter_apply_order": "joint"}, {"top_k": 60000, "top_p": 0.6, "top_k_first": False}),
+]
+
+
+@pytest.mark.parametrize("case", STREAMED_CASES, ids=[c[0] for c in STREAMED_CASES])
+def test_streamed_sampling_keeps_the_exact_set(case):
+    name, fn, kwargs, ref_kwargs = case
+    vocab = 128256
+    seed = case_seed("streamed_sampling", name)
+    probs = near_uniform_probs(2, vocab, seed)
+    samples = draw_many(fn(), probs, 1 << 18, seed, **kwargs)
+    assert_matches(samples, kept_reference(probs, **ref_kwargs), f"streamed {name}")
+
+
+# ---- logits ----
+
+LOGIT_DTYPES = ["float32", "float16", "bfloat16"]
+
+
+def random_logits(rows, vocab, seed, dtype="float32", scale=4.0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    return (torch.randn((rows, vocab), device="cuda", generator=gen) * scale).to(getattr(torch, dtype))
+
+
+def softmax64(logits):
+    """float64 softmax with the kernels' convention: NaN and +-inf logits count as -inf; a row with
+    no finite logit is all zeros."""
+    x = logits.double().cpu()
+    x = torch.where(torch.isfinite(x), x, torch.full_like(x, float("-inf")))
+    out = torch.zeros_like(x)
+    live = torch.isfinite(x).any(dim=1)
+    out[live] = torch.softmax(x[live], dim=-1)
+    return out
+
+
+def safe_top_p(probs, desired, top_k=None):
+    """Per-row top_p near `desired` (over the top-k set when top_k is given) that puts the nucleus
+    boundary halfway between two tokens' cumulative masses: the GPU's float32 softmax weights
+    differ from float64 by ~1e-6 and must not move a token across it."""
+    values = []
+    for r in range(probs.shape[0]):
+        row = torch.sort(probs[r], descending=True).values
+        if top_k is not None:
+            row = row[:top_k]
+        cum = torch.cumsum(row, 0) / row.sum()
+        j = int(torch.searchsorted(cum, torch.tensor([desired], dtype=cum.dtype))[0])
+        j = max(1, min(j, row.numel() - 1))
+        values.append(float((cum[j - 1] + cum[j]) / 2))
+    return values
+
+
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
+@pytest.mark.parametrize("vocab", [1000, 32001, 128256])
+def test_sampling_from_logits_matches_softmax(vocab, dtype):
+    seed = case_seed("logits", vocab, dtype)
+    logits = random_logits(2, vocab, seed, dtype)
+    samples = draw_many(fi_core.sampling_from_logits, logits, draws_for(vocab), seed)
+    assert_matches(samples, softmax64(logits), f"sampling_from_logits {dtype} vocab {vocab}")
+
+
+@pytest.mark.parametrize("order", ["top_k_first", "joint"])
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
+@pytest.mark.parametrize("vocab", [1000, 128256])
+def test_top_k_top_p_from_logits_matches_filtered_softmax(vocab, dtype, order):
+    seed = case_seed("logits_top_k_top_p", vocab, dtype, order)
+    logits = random_logits(2, vocab, seed, dtype, scale=2.0)
+    probs = softmax64(logits)
+    top_k = 40
+    top_p = safe_top_p(probs, 0.7, top_k if order == "top_k_first" else None)
+    top_p_arr = torch.tensor(top_p, dtype=torch.float32, device="cuda")
+    samples = draw_many(fi_core.top_k_top_p_sampling_from_logits, logits, draws_for(vocab), seed,
+                        top_k=top_k, top_p=top_p_arr, filter_apply_order=order)
+    ref = kept_reference(probs, top_k=top_k, top_p=[float(v) for v in top_p_arr.cpu()],
+                         top_k_first=order == "top_k_first")
+    assert_matches(samples, ref, f"top_k_top_p_sampling_from_logits {order} {dtype} vocab {vocab}")
+
+
+def test_logits_determinism_and_generator():
+    logits = random_logits(64, 32001, case_seed("logits_det"), "bfloat16", scale=0.5)
+    a = fi_core.top_k_top_p_sampling_from_logits(logits, 1000, 0.9, seed=11, offset=4)
+    assert torch.equal(a, fi_core.top_k_top_p_sampling_from_logits(logits, 1000, 0.9, seed=11, offset=4))
+    assert not torch.equal(a, fi_core.top_k_top_p_sampling_from_logits(logits, 1000, 0.9, seed=12, offset=4))
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    state = gen.get_state()
+    first = fi_core.sampling_from_logits(logits, generator=gen)
+    assert not torch.equal(first, fi_core.sampling_from_logits(logits, generator=gen))
+    gen.set_state(state)
+    assert torch.equal(first, fi_core.sampling_from_logits(logits, generator=gen))
+
+
+@pytest.mark.parametrize("vocab", VOCABS)
+def test_logits_odd_rows(vocab):
+    last = vocab - 1
+    rows = torch.full((6, vocab), float("-inf"), device="cuda")  # row 0: all -inf -> 0
+    rows[1] = float("nan")                                      # all NaN -> 0
+    rows[2, last] = 3.0                                         # one finite logit
+    rows[3, 0] = float("inf")                                   # +inf counts as -inf
+    rows[3, last] = -50.0
+    rows[4] = float("nan")
+    rows[4, last] = 1e4                                         # huge but finite
+    rows[5] = 0.0                                               # uniform: anything in range
+    expected = {0: 0, 1: 0, 2: last, 3: last, 4: last}
+    for dtype in LOGIT_DTYPES:
+        x = rows.to(getattr(torch, dtype))
+        for fn, kw in [(fi_core.sampling_from_logits, {}),
+                       (fi_core.top_k_top_p_sampling_from_logits, {"top_k": 3, "top_p": 0.5}),
+                       (fi_core.top_k_top_p_sampling_from_logits, {"top_k": 3, "top_p": 0.5, "filter_apply_order": "joint"})]:
+            for seed in range(3):
+                out = fn(x, seed=seed, **kw).cpu()
+                assert int(out.min()) >= 0 and int(out.max()) < vocab, f"{fn.__name__} {dtype}"
+                for r, want in expected.items():
+                    assert int(out[r]) == want, f"{fn.__name__} {dtype} row {r}: {int(out[r])} != {want}"
+
+
+def mask_reference(logits, ks):
+    x = logits.float().cpu()
+    x = torch.where(torch.isfinite(x), x, torch.full_like(x, float("-inf")))
+    out = torch.full_like(x, float("-inf"))
+    for r, k in enumerate(ks):
+        keep = torch.ones_like(x[r], dtype=torch.bool)
+        if 0 < k < x.shape[1]:
+            keep = x[r] >= torch.topk(x[r], k).values[-1]
+        out[r] = torch.where(keep, x[r], out[r])
+    return out.to(logits.dtype)
+
+
+@pytest.mark.parametrize("dtype", LOGIT_DTYPES)
+@pytest.mark.parametrize("vocab", VOCABS)
+def test_top_k_mask_logits_matches_reference(vocab, dtype):
+    logits = random_logits(6, vocab, case_seed("mask", vocab, dtype), dtype)
+    for k in sorted({1, 5, 100, max(vocab - 1, 1), vocab, 3 * vocab}):
+        out = fi_core.top_k_mask_logits(logits, k)
+        assert out.dtype == logits.dtype and out.shape == logits.shape
+        assert torch.equal(out.cpu(), mask_reference(logits, [k] * 6)), f"k={k}"
+    ks = [1, 3, vocab, 0, -2, 7]
+    out = fi_core.top_k_mask_logits(logits, torch.tensor(ks, dtype=torch.int32, device="cuda"))
+    assert torch.equal(out.cpu(), mask_reference(logits, ks))
+    inplace = logits.clone()
+    fi_core.top_k_mask_logits(inplace, 5, out=inplace)
+    assert torch.equal(inplace.cpu(), mask_reference(logits, [5] * 6))
+
+
+def test_top_k_mask_logits_ties_and_odd_values():
+    gen = torch.Generator(device="cuda").manual_seed(case_seed("mask_ties"))
+    logits = torch.randint(-3, 4, (4, 5000), device="cuda", generator=gen).float()  # heavy ties
+    logits[1, ::7] = float("nan")
+    logits[2, ::5] = float("inf")
+    logits[3, ::3] = float("-inf")
+    logits[3, 1] = -0.0
+    for k in (1, 3, 100, 4999):
+        out = fi_core.top_k_mask_logits(logits, k).cpu()
+        assert torch.equal(out, mask_reference(logits, [k] * 4)), f"k={k}"
+        assert not torch.isnan(out).any()
+    # Huge k on a row that is already masked: nothing but the finite logits survives.
+    big = fi_core.top_k_mask_logits(logits, 10**6).cpu()
+    assert torch.equal(big, mask_reference(logits, [0] * 4))
+
+
+@pytest.mark.parametrize("vocab", [1000, 128256])
+def test_mask_then_softmax_equals_top_k_renorm(vocab):
+    logits = random_logits(4, vocab, case_seed("mask_softmax", vocab), scale=1.5)
+    for k in (1, 20, 500):
+        masked = torch.softmax(fi_core.top_k_mask_logits(logits, k), dim=-1)
+        renormed = fi_core.top_k_renorm_probs(torch.softmax(logits, dim=-1), k)
+        torch.testing.assert_close(masked, renormed, rtol=1e-5, atol=1e-7)
+
+
+# ---- chain speculative sampling ----
+
+def spec_batch(batch, steps, vocab, seed, draft_temperature=1.0, target_temperature=1.0):
+    """One request replicated `batch` times: draft and target rows ([steps, vocab] and
+    [steps + 1, vocab]) and, per copy, draft tokens drawn from the draft rows."""
+    draft_rows = random_probs(steps, vocab, seed, draft_temperature) if steps else torch.zeros((0, vocab), device="cuda")
+    target_rows = random_probs(steps + 1, vocab, seed + 1, target_temperature)
+    gen = torch.Generator(device="cuda").manual_seed(seed + 2)
+    ids = torch.stack([torch.multinomial(draft_rows[j], batch, replacement=True, generator=gen)
+                       for j in range(steps)], dim=1) if steps else torch.zeros((batch, 0), device="cuda")
+    draft = draft_rows.unsqueeze(0).expand(batch, steps, vocab).contiguous()
+    target = target_rows.unsqueeze(0).expand(batch, steps + 1, vocab).contiguous()
+    return draft, ids.to(torch.int32), target, draft_rows.double().cpu(), target_rows.double().cpu()
+
+
+def assert_chain_structure(out, ids, emitted, vocab):
+    """Accepted prefix = draft tokens, one emitted token in range, then -1."""
+    steps = ids.shape[1]
+    out, ids, emitted = out.cpu().long(), ids.cpu().long(), emitted.cpu().long()
+    pos = torch.arange(steps + 1).unsqueeze(0)
+    assert ((emitted >= 0) & (emitted <= steps)).all()
+    prefix = pos < emitted.unsqueeze(1)
+    assert torch.equal(out[:, :steps][prefix[:, :steps]], ids[prefix[:, :steps]])
+    at = out.gather(1, emitted.unsqueeze(1)).squeeze(1)
+    assert ((at >= 0) & (at < vocab)).all()
+    assert (out[pos > emitted.unsqueeze(1)] == -1).all()
+
+
+def test_speculative_positions_follow_the_target_distribution():
+    batch, steps, vocab = 1 << 17, 3, 100
+    seed = case_seed("spec_dist")
+    draft, ids, target, draft64, target64 = spec_batch(batch, steps, vocab, seed, 1.0, 0.7)
+    out, accepted, emitted = fi_core.chain_speculative_sampling(draft, ids, target, seed=seed, offset=0)
+    assert out.shape == (batch, steps + 1) and out.dtype == torch.int32
+    assert accepted.dtype == torch.int32 and emitted.dtype == torch.int32
+    assert_chain_structure(out, ids, emitted, vocab)
+    out = out.cpu().long()
+    for j in range(steps + 1):
+        reached = out[:, j] >= 0
+        n = int(reached.sum())
+        assert n > 1000
+        freq = torch.bincount(out[reached, j], minlength=vocab).double() / n
+        tv = 0.5 * (freq - target64[j]).abs().sum().item()
+        assert tv <= tv_bound(target64[j], n), f"position {j}: TV {tv:.4f} > {tv_bound(target64[j], n):.4f}"
+    # Acceptance: each draft token passes with probability sum_t min(draft, target).
+    alpha = torch.minimum(draft64, target64[:steps]).sum(dim=1)
+    slack = steps * math.sqrt(math.log(2 / FALSE_FAILURE) / (2 * batch))
+    assert abs(accepted.double().mean().item() - alpha.sum().item()) <= slack
+    expected_emitted = sum(torch.prod(alpha[: j + 1]).item() for j in range(steps))
+    assert abs(emitted.double().mean().item() - expected_emitted) <= slack
+    assert (accepted >= emitted).all()
+
+
+@pytest.mark.parametrize("vocab", [7, 32001, 128256])
+def test_speculative_exact_cases(vocab):
+    batch, steps = 16, 4
+    seed = case_seed("spec_exact", vocab)
+    draft, ids, _, _, _ = spec_batch(batch, steps, vocab, seed)
+    # draft == target: every draft token is accepted, then a bonus token.
+    target = torch.cat([draft, draft[:, :1]], dim=1).contiguous()
+    out, accepted, emitted = fi_core.chain_speculative_sampling(draft, ids, target, seed=1, offset=0)
+    assert (emitted == steps).all() and (accepted == steps).all()
+    assert torch.equal(out[:, :steps], ids)
+    assert_chain_structure(out, ids, emitted, vocab)
+    # The target gives the draft tokens no mass: rejected at once, resampled elsewhere.
+    if vocab > 1:
+        zeroed = target.clone()
+        zeroed.scatter_(2, torch.cat([ids, ids[:, :1]], dim=1).long().unsqueeze(2), 0.0)
+        out, accepted, emitted = fi_core.chain_speculative_sampling(draft, ids, zeroed, seed=2, offset=0)
+        assert (emitted == 0).all() and (accepted == 0).all()
+        assert (out[:, 0] != ids[:, 0]).all() and (out[:, 1:] == -1).all()
+    # Counts are added to the arrays given, as in FlashInfer; each independently.
+    acc0 = torch.full((batch,), 5, dtype=torch.int32, device="cuda")
+    _, acc, emi = fi_core.chain_speculative_sampling(draft, ids, target, acc0, None, seed=1, offset=0)
+    assert acc is acc0 and (acc == 5 + steps).all() and (emi == steps).all()
+    # A draft token id outside the vocabulary is rejected, never read.
+    bad = ids.clone()
+    bad[:, 1] = vocab
+    bad[::2, 1] = -1
+    out, accepted, emitted = fi_core.chain_speculative_sampling(draft, bad, target, seed=3, offset=0)
+    assert (emitted == 1).all() and (accepted == steps - 1).all()
+    assert_chain_structure(out, bad, emitted, vocab)
+
+
+def test_speculative_determinism_and_bonus_only():
+    draft, ids, target, _, _ = spec_batch(4096, 2, 300, case_seed("spec_det"), 1.0, 1.3)
+    a = fi_core.chain_speculative_sampling(draft, ids, target, seed=9, offset=4)
+    b = fi_core.chain_speculative_sampling(draft, ids, target, seed=9, offset=4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], fi_core.chain_speculative_sampling(draft, ids, target, seed=10, offset=4)[0])
+    gen = torch.Generator(device="cuda").manual_seed(5)
+    first = fi_core.chain_speculative_sampling(draft, ids, target, generator=gen)[0]
+    assert not torch.equal(first, fi_core.chain_speculative_sampling(draft, ids, target, generator=gen)[0])
+    # No draft tokens: the bonus token alone, from target[0].
+    batch, vocab = 1 << 16, 50
+    d0, i0, t0, _, t64 = spec_batch(batch, 0, vocab, case_seed("spec_bonus"))
+    out, accepted, emitted = fi_core.chain_speculative_sampling(d0, i0, t0, seed=4, offset=0)
+    assert out.shape == (batch, 1) and (accepted == 0).all() and (emitted == 0).all()
+    freq = torch.bincount(out[:, 0].long().cpu(), minlength=vocab).double() / batch
+    assert 0.5 * (freq - t64[0]).abs().sum().item() <= tv_bound(t64[0], batch)

@@ -2,7 +2,9 @@
 // One header per kernel family; this one includes them all.
 #pragma once
 
+#include "fi_core/cascade.h"
 #include "fi_core/core.h"
 #include "fi_core/decode.h"
 #include "fi_core/ops.h"
+#include "fi_core/page.h"
 #include "fi_core/sampling.h"

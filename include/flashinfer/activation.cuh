@@ -39,40 +39,69 @@ struct ActAndMulParams {
   uint32_t num_rows, inner_rows, d;
 };
 
-constexpr uint32_t kActMaxThreads = 256;
+constexpr uint32_t kActCtaThreads = 256;
+// Resident CTAs per SM the kernel is compiled for (at most 64 registers a thread): with every
+// thread's loads in flight at once, 4 x 256 threads x 128 bytes a thread per SM.
+constexpr uint32_t kActMinCtasPerSm = 4;
 
-// Each thread owns 8 consecutive outputs of one row at a time: two 16-byte reads (gate and up)
-// and one 16-byte write when aligned. blockDim.x threads cover a slice of a row, blockDim.y rows
-// share a CTA when rows are short; blockIdx.y walks the slices of long rows.
-template <typename Act, typename T>
-__global__ void __launch_bounds__(kActMaxThreads) act_and_mul_kernel(const ActAndMulParams<T> p) {
+// A slice is blockDim.x * VECS vectors (8 outputs each) of one row; thread t owns vectors
+// slice_start + v * blockDim.x + t, v < VECS, so consecutive threads read consecutive 16-byte
+// pieces of the gate half and of the up half, and issues all 2 * VECS loads before it computes.
+// blockDim.y rows share a CTA when rows are short; blockIdx.y walks the slices of long rows.
+// WHOLE: all rows 16-byte aligned and d a multiple of 8 (ActAndMul checks): vector accesses
+// without run-time tests.
+template <typename Act, bool WHOLE, typename T>
+__global__ void __launch_bounds__(kActCtaThreads, kActMinCtasPerSm)
+    act_and_mul_kernel(const ActAndMulParams<T> p, const uint32_t num_slices) {
+  constexpr uint32_t VECS = kVec8sInFlight<T>;
   const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
   if (row >= p.num_rows) return;
   const T* in = p.input + row_offset(row, p.inner_rows, p.input_strides);
   T* out = p.output + row_offset(row, p.inner_rows, p.output_strides);
+  const uint32_t num_vecs = math::ceil_div(p.d, 8u);
   const Act act;
-  for (uint32_t e = (blockIdx.y * blockDim.x + threadIdx.x) * 8; e < p.d;
-       e += gridDim.y * blockDim.x * 8) {
-    const uint32_t n = min(8u, p.d - e);
-    float gate[8], up[8];
-    load_upto8_as_float(in + e, n, gate);
-    load_upto8_as_float(in + p.d + e, n, up);
+  for (uint32_t slice = blockIdx.y; slice < num_slices; slice += gridDim.y) {
+    auto vec_index = [&](uint32_t v) { return (slice * VECS + v) * blockDim.x + threadIdx.x; };
+    auto span = [&](uint32_t i) {  // outputs of vector i in the row
+      return i < num_vecs ? (WHOLE ? 8u : min(8u, p.d - i * 8)) : 0u;
+    };
+    Vec8<T> gate[VECS], up[VECS];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) gate[i] = act(gate[i]) * up[i];
-    store_upto8_from_float(out + e, n, gate);
+    for (uint32_t v = 0; v < VECS; ++v) {
+      const uint32_t i = vec_index(v), n = span(i);
+      gate[v].template load<WHOLE>(in + i * 8, n);
+      up[v].template load<WHOLE>(in + p.d + i * 8, n);
+    }
+#pragma unroll
+    for (uint32_t v = 0; v < VECS; ++v) {
+      float g[8], u[8];
+      gate[v].to_float(g);
+      up[v].to_float(u);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) g[k] = act(g[k]) * u[k];
+      const uint32_t i = vec_index(v);
+      Vec8<T> y;
+      y.from_float(g);
+      y.template store<WHOLE>(out + i * 8, span(i));
+    }
   }
 }
 
 template <typename Act, typename T>
 cudaError_t ActAndMul(const ActAndMulParams<T>& p, cudaStream_t stream) {
   if (p.num_rows == 0 || p.d == 0) return cudaSuccess;
+  constexpr uint32_t VECS = kVec8sInFlight<T>;
   const uint32_t num_vecs = math::ceil_div(p.d, 8u);
   uint32_t threads = 1;
-  while (threads < num_vecs && threads < kActMaxThreads) threads *= 2;
-  const uint32_t rows_per_cta = kActMaxThreads / threads;
-  const dim3 grid(math::ceil_div(p.num_rows, rows_per_cta),
-                  std::min(math::ceil_div(num_vecs, threads), 65535u));
-  act_and_mul_kernel<Act><<<grid, dim3(threads, rows_per_cta), 0, stream>>>(p);
+  while (threads * VECS < num_vecs && threads < kActCtaThreads) threads *= 2;
+  const uint32_t rows_per_cta = kActCtaThreads / threads;
+  const uint32_t num_slices = math::ceil_div(num_vecs, threads * VECS);
+  const dim3 grid(math::ceil_div(p.num_rows, rows_per_cta), std::min(num_slices, 65535u));
+  const dim3 block(threads, rows_per_cta);
+  const bool whole = p.d % 8 == 0 && rows_aligned16(p.input, p.input_strides) &&
+                     rows_aligned16(p.output, p.output_strides);
+  if (whole) act_and_mul_kernel<Act, true><<<grid, block, 0, stream>>>(p, num_slices);
+  else act_and_mul_kernel<Act, false><<<grid, block, 0, stream>>>(p, num_slices);
   return cudaGetLastError();
 }
 

@@ -44,5 +44,23 @@ __host__ __device__ constexpr T round_up(T a, T b) {
   return ceil_div(a, b) * b;
 }
 
+// Division by a run-time constant (the page size) with a multiply-high and a shift instead of the
+// ~20-instruction integer division: the round-up method of Granlund and Montgomery, exact for
+// dividends below 2^31.
+struct FastDivmod {
+  uint32_t divisor = 1, multiplier = 1, shift = 0;
+
+  FastDivmod() = default;
+  __host__ __device__ explicit FastDivmod(uint32_t d) : divisor(d) {
+    while ((uint64_t(1) << shift) < d) ++shift;
+    multiplier = uint32_t(((uint64_t(1) << 32) * ((uint64_t(1) << shift) - d)) / d + 1);
+  }
+
+  __device__ __forceinline__ void divmod(uint32_t n, uint32_t& quotient, uint32_t& remainder) const {
+    quotient = (__umulhi(n, multiplier) + n) >> shift;
+    remainder = n - quotient * divisor;
+  }
+};
+
 }  // namespace math
 }  // namespace flashinfer

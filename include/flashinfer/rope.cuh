@@ -9,8 +9,9 @@
 //    (indptr / offsets).
 //
 // A thread owns whole rotation pairs (8 of them for NeoX, 4 for interleaved: 16-byte accesses
-// either way) of one token and walks a slab of that token's heads, so it computes its sines and
-// cosines once per token and reads and writes every element itself: in place needs no barrier.
+// either way) of one token and walks a slab of that token's heads, a few heads' loads in flight
+// at a time, so it computes its sines and cosines once per slab (while the first loads fly) and
+// reads and writes every element itself: in place needs no barrier.
 // Tokens whose position is unknown (outside indptr) or outside the cos/sin cache get NaN in their
 // rotated dims instead of an out-of-bounds read: positions live on the GPU, where the host cannot
 // check them without a synchronization.
@@ -23,6 +24,7 @@
 #include <cstdint>
 
 #include "math.cuh"
+#include "rows.cuh"
 #include "vec_dtypes.cuh"
 
 namespace flashinfer {
@@ -30,8 +32,13 @@ namespace rope {
 
 constexpr uint32_t kRopeMaxRotaryDim = 512;
 constexpr uint32_t kRopeCtaThreads = 128;
-// Heads whose loads a thread issues before it computes any: more bytes in flight per thread.
-constexpr uint32_t kRopeHeadsInFlight = 2;
+// Heads whose loads a thread issues before it computes any: 64 bytes of each of its spans.
+template <typename T>
+constexpr uint32_t kRopeHeadsInFlight = kVec8sInFlight<T>;
+// With many tokens, a (token, slab) work item has at most this many rounds of heads in flight:
+// small items keep the SMs evenly busy to the end of the grid, and each still reuses its sines
+// and cosines across a few rounds.
+constexpr uint32_t kRopeRoundsPerSlab = 2;
 
 template <typename T, typename IdType>
 struct RopeParams {
@@ -148,70 +155,88 @@ __device__ __forceinline__ void rotation(const RopeParams<T, IdType>& p, uint32_
   }
 }
 
-template <bool INTERLEAVE, typename T, typename IdType>
+// Rotates the pairs that thread `unit` owns in heads [head_begin, head_end) of the token. WHOLE:
+// all head rows 16-byte aligned and every span whole (ApplyRope checks): vector accesses without
+// run-time tests.
+template <bool INTERLEAVE, bool WHOLE, typename T, typename IdType>
 __device__ __forceinline__ void rotate_heads(const RopeParams<T, IdType>& p, uint32_t token,
                                              uint32_t unit, uint32_t head_begin, uint32_t head_end) {
-  constexpr uint32_t K = kRopeHeadsInFlight;
+  constexpr uint32_t K = kRopeHeadsInFlight<T>;
   const RopeRows<T, IdType> rows{p, token};
   // NeoX: pairs (i, i + half) for i in [8 unit, 8 unit + n): two spans of n elements.
   // Interleaved: elements [8 unit, 8 unit + n), n/2 adjacent pairs.
   const uint32_t half = p.rotary_dim / 2;
   const uint32_t first = unit * 8;
-  const uint32_t n = min(8u, (INTERLEAVE ? p.rotary_dim : half) - first);
-  float c[8], s[8];
-  rotation(p, token, INTERLEAVE ? first / 2 : first, INTERLEAVE ? n / 2 : n, c, s);
-
-  for (uint32_t h0 = head_begin; h0 < head_end; h0 += K) {
-    float x[K][8], y[K][8];  // NeoX: x first halves of the pairs, y second halves
+  const uint32_t n = WHOLE ? 8u : min(8u, (INTERLEAVE ? p.rotary_dim : half) - first);
+  Vec8<T> x[K], y[K];  // NeoX: x first halves of the pairs, y second halves
+  auto load = [&](uint32_t h0) {
 #pragma unroll
     for (uint32_t j = 0; j < K; ++j) {
       if (h0 + j >= head_end) continue;
-      load_upto8_as_float(rows.in(h0 + j) + first, n, x[j]);
-      if (!INTERLEAVE) load_upto8_as_float(rows.in(h0 + j) + half + first, n, y[j]);
+      x[j].template load<WHOLE>(rows.in(h0 + j) + first, n);
+      if (!INTERLEAVE) y[j].template load<WHOLE>(rows.in(h0 + j) + half + first, n);
     }
+  };
+  load(head_begin);
+  float c[8], s[8];  // computed while the first heads' loads are in flight
+  rotation(p, token, INTERLEAVE ? first / 2 : first, INTERLEAVE ? n / 2 : n, c, s);
+
+  for (uint32_t h0 = head_begin;;) {
 #pragma unroll
     for (uint32_t j = 0; j < K; ++j) {
       if (h0 + j >= head_end) continue;
       T* out = rows.out(h0 + j) + first;
+      float a[8], b[8];
+      x[j].to_float(a);
       if (INTERLEAVE) {
 #pragma unroll
         for (uint32_t i = 0; i < 4; ++i) {
-          const float a = x[j][2 * i], b = x[j][2 * i + 1];
-          x[j][2 * i] = a * c[i] - b * s[i];
-          x[j][2 * i + 1] = b * c[i] + a * s[i];
+          const float u = a[2 * i], v = a[2 * i + 1];
+          a[2 * i] = u * c[i] - v * s[i];
+          a[2 * i + 1] = v * c[i] + u * s[i];
         }
-        store_upto8_from_float(out, n, x[j]);
       } else {
+        y[j].to_float(b);
 #pragma unroll
         for (uint32_t i = 0; i < 8; ++i) {
-          const float a = x[j][i], b = y[j][i];
-          x[j][i] = a * c[i] - b * s[i];
-          y[j][i] = b * c[i] + a * s[i];
+          const float u = a[i], v = b[i];
+          a[i] = u * c[i] - v * s[i];
+          b[i] = v * c[i] + u * s[i];
         }
-        store_upto8_from_float(out, n, x[j]);
-        store_upto8_from_float(out + half, n, y[j]);
+        y[j].from_float(b);
+        y[j].template store<WHOLE>(out + half, n);
       }
+      x[j].from_float(a);
+      x[j].template store<WHOLE>(out, n);
     }
+    h0 += K;
+    if (h0 >= head_end) break;
+    load(h0);
   }
 }
 
 // Copies dims [rotary_dim + 8 unit, + 8) of the heads whose output is not their input.
-template <typename T, typename IdType>
+template <bool WHOLE, typename T, typename IdType>
 __device__ __forceinline__ void copy_heads(const RopeParams<T, IdType>& p, const RopeSchedule& s,
                                            uint32_t token, uint32_t unit, uint32_t head_begin,
                                            uint32_t head_end) {
+  constexpr uint32_t K = kRopeHeadsInFlight<T>;
   const RopeRows<T, IdType> rows{p, token};
   const uint32_t first = p.rotary_dim + unit * 8;
-  const uint32_t n = min(8u, p.head_dim - first);
-  for (uint32_t h = head_begin; h < head_end; ++h) {
-    if (!(rows.is_q(h) ? s.copy_q : s.copy_k)) continue;
-    float x[8];
-    load_upto8_as_float(rows.in(h) + first, n, x);
-    store_upto8_from_float(rows.out(h) + first, n, x);
+  const uint32_t n = WHOLE ? 8u : min(8u, p.head_dim - first);
+  auto moves = [&](uint32_t h) { return h < head_end && (rows.is_q(h) ? s.copy_q : s.copy_k); };
+  for (uint32_t h0 = head_begin; h0 < head_end; h0 += K) {
+    Vec8<T> x[K];
+#pragma unroll
+    for (uint32_t j = 0; j < K; ++j)
+      if (moves(h0 + j)) x[j].template load<WHOLE>(rows.in(h0 + j) + first, n);
+#pragma unroll
+    for (uint32_t j = 0; j < K; ++j)
+      if (moves(h0 + j)) x[j].template store<WHOLE>(rows.out(h0 + j) + first, n);
   }
 }
 
-template <bool INTERLEAVE, typename T, typename IdType>
+template <bool INTERLEAVE, bool WHOLE, typename T, typename IdType>
 __global__ void __launch_bounds__(kRopeCtaThreads)
     apply_rope_kernel(const __grid_constant__ RopeParams<T, IdType> p, const RopeSchedule s) {
   const uint64_t item = uint64_t(blockIdx.x) * blockDim.y + threadIdx.y;
@@ -220,9 +245,9 @@ __global__ void __launch_bounds__(kRopeCtaThreads)
   const uint32_t head_begin = uint32_t(item % s.slabs) * s.heads_per_slab;
   const uint32_t head_end = min(head_begin + s.heads_per_slab, p.num_q_heads + p.num_k_heads);
   if (threadIdx.x < s.rotary_units)
-    rotate_heads<INTERLEAVE>(p, token, threadIdx.x, head_begin, head_end);
+    rotate_heads<INTERLEAVE, WHOLE>(p, token, threadIdx.x, head_begin, head_end);
   else
-    copy_heads(p, s, token, threadIdx.x - s.rotary_units, head_begin, head_end);
+    copy_heads<WHOLE>(p, s, token, threadIdx.x - s.rotary_units, head_begin, head_end);
 }
 
 // Host side: pick the schedule for the device's SM count and launch.
@@ -242,12 +267,14 @@ struct ApplyRope {
     s.copy_units = (s.copy_q || s.copy_k) ? math::ceil_div(pass_dims, 8u) : 0;
     const uint32_t units = s.rotary_units + s.copy_units;
     const uint32_t full_lanes = std::max(1u, kRopeCtaThreads / units);
-    // Few tokens (decode): split each token's heads into slabs until about four full CTAs per SM
-    // have work; many tokens: one slab, so every thread's sines and cosines serve all heads.
+    // Many tokens: slabs of kRopeRoundsPerSlab rounds of heads. Few tokens (decode): thinner
+    // slabs, down to one head, until about four full CTAs per SM have work.
     const uint32_t total_heads = p.num_q_heads + p.num_k_heads;
     const uint64_t wanted_items = uint64_t(num_sms) * full_lanes * 4;
     const uint64_t slabs = std::min<uint64_t>(
-        total_heads, std::max<uint64_t>(1, math::ceil_div<uint64_t>(wanted_items, p.nnz)));
+        total_heads,
+        std::max(math::ceil_div<uint64_t>(total_heads, kRopeRoundsPerSlab * kRopeHeadsInFlight<T>),
+                 math::ceil_div<uint64_t>(wanted_items, p.nnz)));
     s.heads_per_slab = math::ceil_div<uint32_t>(total_heads, uint32_t(slabs));
     s.slabs = math::ceil_div(total_heads, s.heads_per_slab);
     const uint64_t items = uint64_t(p.nnz) * s.slabs;
@@ -268,9 +295,26 @@ struct ApplyRope {
     const uint64_t items = uint64_t(p.nnz) * s.slabs;
     const dim3 grid(uint32_t(math::ceil_div<uint64_t>(items, lanes)));
     const dim3 block(s.rotary_units + s.copy_units, lanes);
-    if (interleave) apply_rope_kernel<true><<<grid, block, 0, stream>>>(p, s);
-    else apply_rope_kernel<false><<<grid, block, 0, stream>>>(p, s);
+    if (whole(p, interleave)) launch<true>(p, interleave, s, grid, block, stream);
+    else launch<false>(p, interleave, s, grid, block, stream);
     return cudaGetLastError();
+  }
+
+  // Every head row of q, k and their outputs 16-byte aligned, and every span a thread moves
+  // whole: 8 pairs (NeoX) or 8 elements (interleaved) of the rotated dims, 8 passed through.
+  static bool whole(const Params& p, bool interleave) {
+    return p.rotary_dim % (interleave ? 8 : 16) == 0 && p.head_dim % 8 == 0 &&
+           rows_aligned16(p.q, RowStrides{p.q_stride_n, p.q_stride_h}) &&
+           rows_aligned16(p.k, RowStrides{p.k_stride_n, p.k_stride_h}) &&
+           rows_aligned16(p.q_rope, RowStrides{p.q_rope_stride_n, p.q_rope_stride_h}) &&
+           rows_aligned16(p.k_rope, RowStrides{p.k_rope_stride_n, p.k_rope_stride_h});
+  }
+
+  template <bool WHOLE>
+  static void launch(const Params& p, bool interleave, const RopeSchedule& s, dim3 grid, dim3 block,
+                     cudaStream_t stream) {
+    if (interleave) apply_rope_kernel<true, WHOLE><<<grid, block, 0, stream>>>(p, s);
+    else apply_rope_kernel<false, WHOLE><<<grid, block, 0, stream>>>(p, s);
   }
 };
 

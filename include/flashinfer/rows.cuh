@@ -20,4 +20,13 @@ __host__ __device__ __forceinline__ int64_t row_offset(uint32_t row, uint32_t in
   return int64_t(row / inner_rows) * s.outer + int64_t(row % inner_rows) * s.inner;
 }
 
+// Whether every row of an array of T starts 16-byte aligned (its base and both strides): checked
+// once on the host, it lets a kernel use unconditional vector accesses.
+template <typename T>
+inline bool rows_aligned16(const T* base, RowStrides s) {
+  constexpr int64_t kBytes = sizeof(T);
+  return reinterpret_cast<uintptr_t>(base) % 16 == 0 && s.outer * kBytes % 16 == 0 &&
+         s.inner * kBytes % 16 == 0;
+}
+
 }  // namespace flashinfer

@@ -165,4 +165,109 @@ __device__ __forceinline__ void store_upto8_from_float(T* ptr, uint32_t n, const
     if (i < n) ptr[i] = detail::from_float<T>(in[i]);
 }
 
+namespace detail {
+// One 32-bit word of packed elements (two of fp16/bf16, one fp32) to and from floats, and one
+// element to and from its bits. Vec8 keeps its storage in whole words: element-sized accesses
+// would make the compiler split it into a register per 16-bit element.
+__device__ __forceinline__ void unpack_word(uint32_t w, float* f, const half*) {
+  to_float2(*reinterpret_cast<const __half2*>(&w), f[0], f[1]);
+}
+// bf16 is the top half of a float: two bit operations, which leave the compiler no 16-bit
+// temporaries to keep (__bfloat1622float2 costs the norm kernel 7 registers).
+__device__ __forceinline__ void unpack_word(uint32_t w, float* f, const __nv_bfloat16*) {
+  f[0] = __uint_as_float(w << 16), f[1] = __uint_as_float(w & 0xffff0000u);
+}
+__device__ __forceinline__ void unpack_word(uint32_t w, float* f, const float*) {
+  f[0] = __uint_as_float(w);
+}
+__device__ __forceinline__ uint32_t pack_word(const float* f, const half*) {
+  __half2 h = __floats2half2_rn(f[0], f[1]);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack_word(const float* f, const __nv_bfloat16*) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(f[0], f[1]);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack_word(const float* f, const float*) {
+  return __float_as_uint(f[0]);
+}
+__device__ __forceinline__ uint32_t bits_of(half x) { return __half_as_ushort(x); }
+__device__ __forceinline__ uint32_t bits_of(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+__device__ __forceinline__ uint32_t bits_of(float x) { return __float_as_uint(x); }
+__device__ __forceinline__ void from_bits(uint32_t b, half* x) {
+  *x = __ushort_as_half(uint16_t(b));
+}
+__device__ __forceinline__ void from_bits(uint32_t b, __nv_bfloat16* x) {
+  *x = __ushort_as_bfloat16(uint16_t(b));
+}
+__device__ __forceinline__ void from_bits(uint32_t b, float* x) { *x = __uint_as_float(b); }
+}  // namespace detail
+
+// Eight consecutive elements of T (fp16, bf16 or fp32) kept unconverted in registers, with the
+// global loads and stores of the streaming kernels (norms, gated activations, RoPE): a thread
+// issues all of its loads before it converts anything. (RawVec8 is decode's staging slot.)
+template <typename T>
+struct Vec8 {
+  static constexpr uint32_t kPerWord = 4 / sizeof(T);  // elements per 32-bit word: 2 or 1
+  static constexpr uint32_t kWords = 8 / kPerWord;
+  uint32_t word[kWords];
+
+  // Loads the first n (<= 8) elements at ptr and zeroes the rest; n == 0 touches no memory.
+  // WHOLE: the launch guarantees that n is 0 or 8 and ptr 16-byte aligned (checked once on the
+  // host for all rows), so an access is unconditional 16-byte loads. Otherwise the span is
+  // tested here: vectorized when whole and aligned, element accesses else (row tails, rows whose
+  // stride breaks the alignment).
+  template <bool WHOLE>
+  __device__ __forceinline__ void load(const T* ptr, uint32_t n) {
+    if (WHOLE ? n != 0 : (n == 8 && reinterpret_cast<uintptr_t>(ptr) % 16 == 0)) {
+#pragma unroll
+      for (uint32_t q = 0; q < kWords / 4; ++q) {
+        const uint4 u = reinterpret_cast<const uint4*>(ptr)[q];
+        word[4 * q] = u.x, word[4 * q + 1] = u.y, word[4 * q + 2] = u.z, word[4 * q + 3] = u.w;
+      }
+      return;
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < kWords; ++k) word[k] = 0;
+    if constexpr (!WHOLE) {
+#pragma unroll
+      for (uint32_t i = 0; i < 8; ++i)
+        if (i < n) word[i / kPerWord] |= detail::bits_of(ptr[i]) << (16 * (i % kPerWord));
+    }
+  }
+
+  // Writes the first n (<= 8) elements to ptr, under the same rules as load.
+  template <bool WHOLE>
+  __device__ __forceinline__ void store(T* ptr, uint32_t n) const {
+    if (WHOLE ? n != 0 : (n == 8 && reinterpret_cast<uintptr_t>(ptr) % 16 == 0)) {
+#pragma unroll
+      for (uint32_t q = 0; q < kWords / 4; ++q)
+        reinterpret_cast<uint4*>(ptr)[q] =
+            uint4{word[4 * q], word[4 * q + 1], word[4 * q + 2], word[4 * q + 3]};
+      return;
+    }
+    if constexpr (!WHOLE) {
+#pragma unroll
+      for (uint32_t i = 0; i < 8; ++i)
+        if (i < n) detail::from_bits(word[i / kPerWord] >> (16 * (i % kPerWord)), ptr + i);
+    }
+  }
+
+  __device__ __forceinline__ void to_float(float (&out)[8]) const {
+#pragma unroll
+    for (uint32_t k = 0; k < kWords; ++k)
+      detail::unpack_word(word[k], out + k * kPerWord, static_cast<const T*>(nullptr));
+  }
+  __device__ __forceinline__ void from_float(const float (&in)[8]) {
+#pragma unroll
+    for (uint32_t k = 0; k < kWords; ++k)
+      word[k] = detail::pack_word(in + k * kPerWord, static_cast<const T*>(nullptr));
+  }
+};
+
+// Vec8s a thread keeps in flight per array it streams: 64 bytes (4 for 16-bit types, 2 for
+// fp32), so that a few hundred resident threads per SM cover the memory latency.
+template <typename T>
+constexpr uint32_t kVec8sInFlight = 64 / (8 * sizeof(T));
+
 }  // namespace flashinfer

@@ -10,8 +10,14 @@ import os
 
 from . import _C
 from .activation import gelu_and_mul, gelu_tanh_and_mul, silu_and_mul
-from .decode import single_decode_with_kv_cache
+from .cascade import merge_state, merge_state_in_place, merge_states
+from .decode import (
+    BatchDecodeWithPagedKVCacheWrapper,
+    CUDAGraphBatchDecodeWithPagedKVCacheWrapper,
+    single_decode_with_kv_cache,
+)
 from .norm import fused_add_rmsnorm, gemma_fused_add_rmsnorm, gemma_rmsnorm, rmsnorm
+from .page import append_paged_kv_cache, get_batch_indices_positions, get_seq_lens
 from .rope import (
     apply_llama31_rope,
     apply_llama31_rope_inplace,
@@ -25,10 +31,14 @@ from .rope import (
     apply_rope_with_cos_sin_cache_inplace,
 )
 from .sampling import (
+    chain_speculative_sampling,
     min_p_sampling_from_probs,
+    sampling_from_logits,
     sampling_from_probs,
+    top_k_mask_logits,
     top_k_renorm_probs,
     top_k_sampling_from_probs,
+    top_k_top_p_sampling_from_logits,
     top_k_top_p_sampling_from_probs,
     top_p_renorm_probs,
     top_p_sampling_from_probs,
@@ -39,6 +49,7 @@ __version__ = _C.build_info()["version"]
 __all__ = [
     "build_info", "get_include", "__version__",
     "single_decode_with_kv_cache",
+    "BatchDecodeWithPagedKVCacheWrapper", "CUDAGraphBatchDecodeWithPagedKVCacheWrapper",
     "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
     "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
     "apply_rope", "apply_rope_inplace", "apply_rope_pos_ids", "apply_rope_pos_ids_inplace",
@@ -48,6 +59,10 @@ __all__ = [
     "sampling_from_probs", "top_p_sampling_from_probs", "top_k_sampling_from_probs",
     "min_p_sampling_from_probs", "top_k_top_p_sampling_from_probs",
     "top_p_renorm_probs", "top_k_renorm_probs",
+    "sampling_from_logits", "top_k_top_p_sampling_from_logits", "top_k_mask_logits",
+    "chain_speculative_sampling",
+    "append_paged_kv_cache", "get_batch_indices_positions", "get_seq_lens",
+    "merge_state", "merge_state_in_place", "merge_states",
 ]
 
 

@@ -146,3 +146,41 @@ def stream_handle(stream: Any, framework: Framework) -> int:
         return stream
     raise TypeError("stream: expected a torch.cuda.Stream, cupy.cuda.Stream or a cudaStream_t "
                     f"handle (int), got {type(stream).__qualname__}")
+
+
+def host_int32(x: Any, name: str):
+    """x (a CPU or CUDA array of any framework, or a sequence) as a C-contiguous numpy int32 array on
+    the host. A CUDA array is copied to the host, which waits for the work that produces it."""
+    import numpy as np
+    if x is None:
+        raise TypeError(f"{name}: expected an integer array, got None")
+    torch = sys.modules.get("torch")
+    cupy = sys.modules.get("cupy")
+    if torch is not None and isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    elif cupy is not None and isinstance(x, cupy.ndarray):
+        x = cupy.asnumpy(x)
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array (int32), got dtype {arr.dtype}")
+    if arr.dtype != np.int32:
+        if arr.size and (arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"{name}: expected values that fit in int32, got {arr.min()}..{arr.max()}")
+        arr = arr.astype(np.int32)
+    return np.ascontiguousarray(arr)
+
+
+def dtype_name(dtype: Any, name: str) -> str:
+    """The name of a framework dtype (torch.bfloat16, numpy/jax dtypes, or a string)."""
+    if isinstance(dtype, str):
+        text = dtype
+    else:
+        text = str(getattr(dtype, "name", None) or dtype)
+    text = text.replace("torch.", "")
+    aliases = {"half": "float16", "fp16": "float16", "bf16": "bfloat16", "float": "float32",
+               "e4m3": "float8_e4m3fn", "float8_e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2"}
+    text = aliases.get(text, text)
+    known = ("float16", "bfloat16", "float32", "float8_e4m3fn", "float8_e5m2")
+    if text not in known:
+        raise TypeError(f"{name}: expected one of {', '.join(known)}, got {dtype!r}")
+    return text

@@ -7,7 +7,7 @@
 #include <cstdio>
 
 #include "fi_core/api.h"
-#include "flashinfer/attention/decode.cuh"
+#include "flashinfer/attention/single_decode.cuh"
 
 // Host API: q [32, 128] bf16, k/v [kv_len, 8, 128] bf16 in NHD, all device pointers.
 fi_core::Status decode_with_host_api(void* q, void* k, void* v, void* out, void* workspace,
@@ -53,8 +53,8 @@ cudaError_t decode_with_templates(const __nv_bfloat16* q, const __nv_bfloat16* k
   p.logits = flashinfer::attention::LogitsVariant::make(0.08838834764f, 0.f, false);
   p.apply_rope = false;
   p.v_scale = 1.f;
-  flashinfer::attention::SingleDecodePlan plan;
-  cudaError_t err = Decode::plan(p, 0, &plan);
+  Decode::Plan plan;
+  cudaError_t err = Decode::plan(p, 0, /*use_tensor_cores=*/-1, &plan);
   if (err != cudaSuccess) return err;
   return Decode::run(p, plan, scratch, stream);
 }

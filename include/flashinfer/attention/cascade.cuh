@@ -21,6 +21,11 @@ struct MergeStatesParams {
   const float* s;    // their base-2 lse
   DTypeOut* o;
   float* lse;  // optional (nullptr)
+  // Optional [num_rows + 1]: row r merges states state_indptr[r] .. state_indptr[r + 1] - 1 (the
+  // split-KV scratch of a batch, where requests have different numbers of chunks; v_stride_row
+  // and s_stride_row are then unused). A row without states is left alone: its output was
+  // written directly.
+  const int32_t* state_indptr;
   uint32_t num_rows, num_states, num_heads, head_dim;
   int64_t v_stride_row, v_stride_state, v_stride_head;
   int64_t s_stride_row, s_stride_state, s_stride_head;
@@ -65,21 +70,30 @@ __global__ void __launch_bounds__(kMergeThreads)
   const auto max_op = [](float a, float b) { return fmaxf(a, b); };
   const auto sum_op = [](float a, float b) { return a + b; };
 
-  const float* s = p.s + row * p.s_stride_row + head * p.s_stride_head;
+  uint32_t num_states = p.num_states;
+  int64_t v_row = row * p.v_stride_row, s_row = row * p.s_stride_row;
+  if (p.state_indptr != nullptr) {
+    const int32_t first = p.state_indptr[row];
+    num_states = uint32_t(p.state_indptr[row + 1] - first);
+    if (num_states == 0) return;
+    v_row = first * p.v_stride_state;
+    s_row = first * p.s_stride_state;
+  }
+  const float* s = p.s + s_row + head * p.s_stride_head;
   float m = -math::kInf;
-  for (uint32_t i = tid; i < p.num_states; i += kMergeThreads) m = fmaxf(m, s[i * p.s_stride_state]);
+  for (uint32_t i = tid; i < num_states; i += kMergeThreads) m = fmaxf(m, s[i * p.s_stride_state]);
   const float m_ref = SoftmaxState<1>::safe_max(block_reduce(m, scratch, max_op));
   float denom = 0.f;
-  for (uint32_t i = tid; i < p.num_states; i += kMergeThreads)
+  for (uint32_t i = tid; i < num_states; i += kMergeThreads)
     denom += math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
   denom = block_reduce(denom, scratch, sum_op);
 
   const uint32_t slices = p.head_dim / 8;  // a power of two <= kMergeThreads (checked by MergeStates)
   const uint32_t slice = tid % slices, group = tid / slices, groups = kMergeThreads / slices;
-  const DTypeIn* v = p.v + row * p.v_stride_row + head * p.v_stride_head + slice * 8;
+  const DTypeIn* v = p.v + v_row + head * p.v_stride_head + slice * 8;
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
 #pragma unroll 4
-  for (uint32_t i = group; i < p.num_states; i += groups) {
+  for (uint32_t i = group; i < num_states; i += groups) {
     const float w = math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
     float x[8];
     load8_as_float(v + i * p.v_stride_state, x);

@@ -1,8 +1,9 @@
-// Single-request decode attention on CUDA cores: one query token per head against a contiguous
-// KV cache. One CTA owns one KV head (with up to kMaxHeadsPerCta of its query heads, so K and V are
-// read from memory once for the whole GQA group) and one chunk of the KV sequence; chunks are
-// sized so the grid fills the GPU in a single wave, and their partial states are merged by the
-// shared merge kernel (cascade.cuh).
+// Decode attention on CUDA cores: one query token per head against a request's KV cache, which
+// is either contiguous/strided (single decode) or paged (batch decode, batch_decode.cuh). One CTA
+// owns one KV head (with up to kMaxHeadsPerCta of its query heads, so K and V are read from memory
+// once for the whole GQA group) and one range of one request's keys; long ranges are split over
+// several CTAs so the grid fills the GPU in a single wave, and their partial states are merged by
+// the shared merge kernel (cascade.cuh).
 //
 // Thread layout: a token's head_dim is spread over kThreadsPerToken lanes, 8 elements each (one
 // 16-byte load for fp16/bf16, 8 bytes for fp8); a warp covers kTokensPerWarp tokens at a time, and
@@ -27,34 +28,82 @@
 namespace flashinfer {
 namespace attention {
 
-template <typename DTypeQ, typename DTypeKV, typename DTypeO>
-struct SingleDecodeParams {
-  const DTypeQ* q;   // [num_qo_heads, head_dim], row stride q_stride_h
-  const DTypeKV* k;  // token n of kv head h at n * k_stride_n + h * k_stride_h (NHD or HND)
-  const DTypeKV* v;
-  DTypeO* o;   // [num_qo_heads, head_dim], row stride o_stride_h
-  float* lse;  // [num_qo_heads] base-2 log-sum-exp, or nullptr
-  int64_t q_stride_h, o_stride_h;
-  int64_t k_stride_n, k_stride_h, v_stride_n, v_stride_h;
-  uint32_t kv_len, num_qo_heads, num_kv_heads;
+// What one CTA computes: keys [begin, end) of one request, for that request's query, which sits
+// at position kv_len - 1. Written by the batch planner on the host (32 bytes: two vector loads).
+struct alignas(16) DecodeWork {
+  int32_t request;      // < 0: nothing to do (padding of a grid sized for the largest plan)
+  int32_t partial_row;  // < 0: the CTA covers the whole visible range and writes the output;
+                        // else the row of the split-KV scratch that receives its partial state
+  uint32_t begin, end;
+  uint32_t kv_len;
+  int32_t page_begin;   // paged KV: the request's first entry in the page table
+  uint32_t reserved[2];
+};
+
+// Query, output and variant: what every decode problem shares. Rows of q, o and lse are indexed
+// by request (a single decode has one) and query head.
+template <typename DTypeQ_, typename DTypeKV_, typename DTypeO_>
+struct DecodeCommonParams {
+  using DTypeQ = DTypeQ_;
+  using DTypeKV = DTypeKV_;
+  using DTypeO = DTypeO_;
+  const DTypeQ* q;
+  DTypeO* o;
+  float* lse;  // base-2 log-sum-exp, or nullptr
+  int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h, lse_stride_n;
+  uint32_t num_qo_heads, num_kv_heads;
   int32_t window_left;  // keys at positions >= kv_len - 1 - window_left are visible; -1 = all
   LogitsVariant logits;
   bool apply_rope;
   float rope_rcp_scale, rope_log2_rcp_theta;
   float v_scale;  // multiplies the output (scale of fp8 V); 1 otherwise
-  // Split-KV scratch: normalized partial outputs [num_chunks, num_qo_heads, head_dim] and their
-  // lse [num_chunks, num_qo_heads]. Unused when the plan has one chunk.
+  // Split-KV scratch: normalized partial outputs [rows, num_qo_heads, head_dim] and their lse
+  // [rows, num_qo_heads].
   float* partial_o;
   float* partial_lse;
 };
 
-// How the KV range is split; computed on the host for a given device.
-struct SingleDecodePlan {
-  uint32_t heads_per_cta = 1;
-  uint32_t kv_begin = 0;  // first visible key (sliding window)
-  uint32_t chunk_len = 0;
-  uint32_t num_chunks = 1;
-  size_t workspace_bytes = 0;  // split-KV scratch the run needs
+// A request's keys and values in one strided array each: token n of the CTA's KV head at
+// k + n * stride_n.
+template <typename DTypeKV>
+struct StridedSequence {
+  using Location = uint32_t;
+  const DTypeKV* k;
+  const DTypeKV* v;
+  int64_t k_stride_n, v_stride_n;
+
+  __device__ __forceinline__ Location locate(uint32_t pos) const { return pos; }
+  __device__ __forceinline__ const DTypeKV* k_at(Location pos) const { return k + pos * k_stride_n; }
+  __device__ __forceinline__ const DTypeKV* v_at(Location pos) const { return v + pos * v_stride_n; }
+};
+
+// The first visible key when the last window_left + 1 keys are kept.
+__host__ __device__ __forceinline__ uint32_t visible_begin(uint32_t kv_len, int32_t window_left) {
+  return window_left >= 0 && uint32_t(window_left) + 1 < kv_len ? kv_len - 1 - uint32_t(window_left) : 0;
+}
+
+// Single decode: one request, its visible keys cut into gridDim.x chunks of chunk_len.
+template <typename DTypeQ, typename DTypeKV, typename DTypeO>
+struct SingleDecodeParams : DecodeCommonParams<DTypeQ, DTypeKV, DTypeO> {
+  using Sequence = StridedSequence<DTypeKV>;
+  const DTypeKV* k;  // token n of kv head h at n * k_stride_n + h * k_stride_h (NHD or HND)
+  const DTypeKV* v;
+  int64_t k_stride_n, k_stride_h, v_stride_n, v_stride_h;
+  uint32_t kv_len;
+  uint32_t kv_begin, chunk_len;  // set from the plan
+
+  __device__ __forceinline__ DecodeWork work() const {
+    DecodeWork w{};
+    w.request = 0;
+    w.partial_row = gridDim.x == 1 ? -1 : int32_t(blockIdx.x);
+    w.begin = kv_begin + blockIdx.x * chunk_len;
+    w.end = min(w.begin + chunk_len, kv_len);
+    w.kv_len = kv_len;
+    return w;
+  }
+  __device__ __forceinline__ Sequence sequence(const DecodeWork&, uint32_t kv_head) const {
+    return {k + kv_head * k_stride_h, v + kv_head * v_stride_h, k_stride_n, v_stride_n};
+  }
 };
 
 constexpr uint32_t kDecodeWarps = 4;
@@ -76,17 +125,22 @@ struct DecodeTraits {
   static constexpr uint32_t kTokensPerStep = kDecodeWarps * kTokensPerWarp * kUnroll;
 };
 
-// ROPE is a template flag, not a run-time branch: its sincos code would otherwise inflate the
-// register footprint (and so cut the occupancy) of every call.
-template <uint32_t HEAD_DIM, uint32_t HEADS_PER_CTA, bool ROPE, typename DTypeQ, typename DTypeKV,
-          typename DTypeO>
-__global__ void __launch_bounds__(kDecodeThreads)
-    single_decode_kernel(const SingleDecodeParams<DTypeQ, DTypeKV, DTypeO> p, const uint32_t kv_begin,
-                         const uint32_t chunk_len) {
+// The kernel, for any Problem with work() (this CTA's DecodeWork) and sequence(work, kv_head)
+// (where its keys are: a Problem::Sequence, StridedSequence or PagedSequence). ROPE is a template flag, not a run-time
+// branch: its sincos code would otherwise inflate the register footprint (and so cut the
+// occupancy) of every call.
+template <uint32_t HEAD_DIM, uint32_t HEADS_PER_CTA, bool ROPE, typename Problem>
+__global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const Problem p) {
+  using DTypeQ = typename Problem::DTypeQ;
+  using DTypeKV = typename Problem::DTypeKV;
   using Traits = DecodeTraits<HEAD_DIM, HEADS_PER_CTA>;
   constexpr uint32_t kTPT = Traits::kThreadsPerToken;
   constexpr uint32_t kUnroll = Traits::kUnroll;
+  constexpr uint32_t kStepTokens = Traits::kTokensPerStep;
   constexpr uint32_t H = HEADS_PER_CTA;
+
+  const DecodeWork w = p.work();
+  if (w.request < 0) return;
 
   const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const uint32_t tx = lane % kTPT;  // which 8 dims of the token
@@ -98,12 +152,9 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const uint32_t kv_head = blockIdx.y / head_tiles;
   const uint32_t first_qo_head = kv_head * group_size + (blockIdx.y % head_tiles) * H;
   const uint32_t heads_here = min(H, (kv_head + 1) * group_size - first_qo_head);
-  const int32_t q_pos = int32_t(p.kv_len) - 1;
-
-  const uint32_t begin = kv_begin + blockIdx.x * chunk_len;
-  const uint32_t end = min(begin + chunk_len, p.kv_len);
-  const DTypeKV* k_head = p.k + kv_head * p.k_stride_h + dim0;
-  const DTypeKV* v_head = p.v + kv_head * p.v_stride_h + dim0;
+  const int32_t q_pos = int32_t(w.kv_len) - 1;
+  const uint32_t begin = w.begin, end = w.end;
+  const auto seq = p.sequence(w, kv_head);
 
   // Each thread streams its own tokens through a private ring of kStages shared-memory slots:
   // cp.async keeps kStages - 1 steps of K and V in flight while the current step is computed.
@@ -119,25 +170,36 @@ __global__ void __launch_bounds__(kDecodeThreads)
   auto token = [&](uint32_t step, uint32_t u) {
     return step + (u * kDecodeWarps + warp) * Traits::kTokensPerWarp + ty;
   };
+  // Where the tokens of the next step to issue are. Locating a paged token reads the page table,
+  // so it is done one step ahead of the copy that needs it: the load's latency hides behind a
+  // step of compute instead of stalling the copy. Tokens past the end are located at the last
+  // key (valid memory) and then zero-filled.
+  typename decltype(seq)::Location next[kUnroll];
+  auto locate = [&](uint32_t step) {
+    if (step < end) {
+#pragma unroll
+      for (uint32_t u = 0; u < kUnroll; ++u) next[u] = seq.locate(min(token(step, u), end - 1));
+    }
+  };
   auto issue = [&](uint32_t step, uint32_t stage) {
     if (step < end) {
 #pragma unroll
       for (uint32_t u = 0; u < kUnroll; ++u) {
-        const uint32_t pos = token(step, u);
-        const bool valid = pos < end;  // past the end: zero-filled, p = 0 for those slots
-        cp_async::copy<sizeof(Slot)>(&ring[stage][u][0][threadIdx.x],
-                                     valid ? k_head + pos * p.k_stride_n : k_head, valid);
-        cp_async::copy<sizeof(Slot)>(&ring[stage][u][1][threadIdx.x],
-                                     valid ? v_head + pos * p.v_stride_n : v_head, valid);
+        const bool valid = token(step, u) < end;  // past the end: p = 0 for those slots
+        cp_async::copy<sizeof(Slot)>(&ring[stage][u][0][threadIdx.x], seq.k_at(next[u]) + dim0, valid);
+        cp_async::copy<sizeof(Slot)>(&ring[stage][u][1][threadIdx.x], seq.v_at(next[u]) + dim0, valid);
       }
     }
     cp_async::commit_group();  // also when empty, so that group counts stay uniform
   };
 
-  const uint32_t num_steps = end > begin ? math::ceil_div(end - begin, Traits::kTokensPerStep) : 0;
+  const uint32_t num_steps = end > begin ? math::ceil_div(end - begin, kStepTokens) : 0;
 #pragma unroll
-  for (uint32_t stage = 0; stage + 1 < kStages; ++stage)
-    issue(begin + stage * Traits::kTokensPerStep, stage);
+  for (uint32_t stage = 0; stage + 1 < kStages; ++stage) {
+    locate(begin + stage * kStepTokens);
+    issue(begin + stage * kStepTokens, stage);
+  }
+  locate(begin + (kStages - 1) * kStepTokens);
 
   // Query slices, rotated and pre-scaled so that q.k is already a base-2 logit (variants.cuh);
   // loaded while the first KV steps are in flight.
@@ -146,7 +208,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
   for (uint32_t h = 0; h < H; ++h) {
     const uint32_t qo_head = first_qo_head + min(h, heads_here - 1);
-    const DTypeQ* q_row = p.q + qo_head * p.q_stride_h;
+    const DTypeQ* q_row = p.q + w.request * p.q_stride_n + qo_head * p.q_stride_h;
     load8_as_float(q_row + dim0, q[h]);
     if constexpr (ROPE) {
       float partner[8];
@@ -166,7 +228,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
   for (uint32_t i = 0; i < num_steps; ++i) {
     cp_async::wait_group<kStages - 2>();
-    const uint32_t step = begin + i * Traits::kTokensPerStep;
+    const uint32_t step = begin + i * kStepTokens;
     uint32_t pos[kUnroll];
     RawVec8<DTypeKV> k_raw[kUnroll], v_raw[kUnroll];
 #pragma unroll
@@ -176,7 +238,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
       v_raw[u].bits[0] = ring[i % kStages][u][1][threadIdx.x];
     }
     // Refill the slot consumed in the previous step (its data already sits in registers).
-    issue(step + (kStages - 1) * Traits::kTokensPerStep, (i + kStages - 1) % kStages);
+    issue(step + (kStages - 1) * kStepTokens, (i + kStages - 1) % kStages);
+    locate(step + kStages * kStepTokens);
 
     float s[H][kUnroll];
 #pragma unroll
@@ -262,33 +325,32 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
   for (uint32_t h = 0; h < H; ++h) {
 #pragma unroll
-    for (uint32_t w = 1; w < kDecodeWarps; ++w) {
+    for (uint32_t w_other = 1; w_other < kDecodeWarps; ++w_other) {
       float o_other[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) o_other[i] = smem_o[w][h][dim0 + i];
-      state[h].merge(o_other, smem_md[w][h][0], smem_md[w][h][1]);
+      for (int i = 0; i < 8; ++i) o_other[i] = smem_o[w_other][h][dim0 + i];
+      state[h].merge(o_other, smem_md[w_other][h][0], smem_md[w_other][h][1]);
     }
     if (h >= heads_here) continue;
     const uint32_t qo_head = first_qo_head + h;
     float out[8];
-    if (gridDim.x == 1) {
+    if (w.partial_row < 0) {
       state[h].normalized(out, p.v_scale);
-      store8_from_float(p.o + qo_head * p.o_stride_h + dim0, out);
-      if (p.lse != nullptr && tx == 0) p.lse[qo_head] = state[h].lse();
+      store8_from_float(p.o + w.request * p.o_stride_n + qo_head * p.o_stride_h + dim0, out);
+      if (p.lse != nullptr && tx == 0) p.lse[w.request * p.lse_stride_n + qo_head] = state[h].lse();
     } else {
       state[h].normalized(out);
-      const size_t row = size_t(blockIdx.x) * p.num_qo_heads + qo_head;
+      const size_t row = size_t(w.partial_row) * p.num_qo_heads + qo_head;
       store8_from_float(p.partial_o + row * HEAD_DIM + dim0, out);
       if (tx == 0) p.partial_lse[row] = state[h].lse();
     }
   }
 }
 
-// Host side: plan the split for a device, then launch the decode kernel and the merge.
-template <uint32_t HEAD_DIM, typename DTypeQ, typename DTypeKV, typename DTypeO>
-struct SingleDecode {
-  using Params = SingleDecodeParams<DTypeQ, DTypeKV, DTypeO>;
-
+// Launch configurations shared by the single and batch decode hosts: heads per CTA and RoPE as
+// compile-time constants, and how many CTAs of each stay resident on an SM.
+template <uint32_t HEAD_DIM, typename Problem>
+struct DecodeKernels {
   // Heads of a GQA group that one CTA serves: the group rounded up to a power of two, at most 8;
   // larger groups take several CTAs per KV head.
   static uint32_t heads_per_cta(uint32_t group_size) {
@@ -299,25 +361,12 @@ struct SingleDecode {
 
   template <uint32_t H, bool ROPE>
   static auto kernel() {
-    return single_decode_kernel<HEAD_DIM, H, ROPE, DTypeQ, DTypeKV, DTypeO>;
+    return decode_kernel<HEAD_DIM, H, ROPE, Problem>;
   }
 
-  // CTAs of one instantiation resident per SM, cached per device: the occupancy query costs
-  // microseconds, and plan() runs on every call.
-  template <uint32_t H, bool ROPE>
-  static cudaError_t resident_ctas_per_sm(int device, int* ctas) {
-    constexpr int kMaxDevices = 64;
-    static std::atomic<int> cache[kMaxDevices] = {};
-    if (device >= 0 && device < kMaxDevices && (*ctas = cache[device].load()) > 0) return cudaSuccess;
-    cudaError_t err =
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas, kernel<H, ROPE>(), kDecodeThreads, 0);
-    if (err == cudaSuccess && device >= 0 && device < kMaxDevices) cache[device].store(*ctas);
-    return err;
-  }
-
-  // Calls fn(heads_per_cta, rope) with both as compile-time constants.
+  // Calls fn(heads_per_cta, rope) with both as std::integral_constant.
   template <typename Fn>
-  static cudaError_t with_kernel_config(uint32_t heads, bool rope, Fn&& fn) {
+  static cudaError_t with_config(uint32_t heads, bool rope, Fn&& fn) {
     if (rope) return with_heads<true>(heads, fn);
     return with_heads<false>(heads, fn);
   }
@@ -332,71 +381,42 @@ struct SingleDecode {
     }
   }
 
-  static cudaError_t plan(const Params& p, int device, SingleDecodePlan* plan) {
-    const uint32_t group_size = p.num_qo_heads / p.num_kv_heads;
-    plan->heads_per_cta = heads_per_cta(group_size);
-    const bool windowed = p.window_left >= 0 && uint32_t(p.window_left) + 1 < p.kv_len;
-    plan->kv_begin = windowed ? p.kv_len - 1 - uint32_t(p.window_left) : 0;
-    const uint32_t visible = p.kv_len - plan->kv_begin;
-
-    int num_sms = 0, blocks_per_sm = 0;
-    cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
-    if (err != cudaSuccess) return err;
-    uint32_t tokens_per_step = 0;
-    err = with_kernel_config(plan->heads_per_cta, p.apply_rope, [&](auto h, auto rope) {
-      tokens_per_step = DecodeTraits<HEAD_DIM, decltype(h)::value>::kTokensPerStep;
-      return resident_ctas_per_sm<decltype(h)::value, decltype(rope)::value>(device, &blocks_per_sm);
+  // CTAs of one instantiation resident per SM, cached per device (the occupancy query costs
+  // microseconds, and plans are made on every step), and the tokens one CTA step covers.
+  static cudaError_t occupancy(uint32_t heads, bool rope, int device, int* ctas_per_sm,
+                               uint32_t* tokens_per_step) {
+    return with_config(heads, rope, [&](auto h, auto r) {
+      constexpr uint32_t H = decltype(h)::value;
+      constexpr bool ROPE = decltype(r)::value;
+      *tokens_per_step = DecodeTraits<HEAD_DIM, H>::kTokensPerStep;
+      constexpr int kMaxDevices = 64;
+      static std::atomic<int> cache[kMaxDevices] = {};
+      const bool cached = device >= 0 && device < kMaxDevices;
+      if (cached && (*ctas_per_sm = cache[device].load()) > 0) return cudaSuccess;
+      cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          ctas_per_sm, kernel<H, ROPE>(), kDecodeThreads, 0);
+      if (err == cudaSuccess && cached) cache[device].store(*ctas_per_sm);
+      return err;
     });
-    if (err != cudaSuccess) return err;
-
-    // One full wave: as many chunks as leave every resident CTA slot busy, no more.
-    const uint32_t ctas_per_chunk =
-        p.num_kv_heads * math::ceil_div(group_size, plan->heads_per_cta);
-    const uint32_t max_chunks =
-        std::max<uint32_t>(1, uint32_t(num_sms * std::max(blocks_per_sm, 1)) / ctas_per_chunk);
-    plan->chunk_len = std::max(
-        math::round_up(math::ceil_div(std::max(visible, 1u), max_chunks), tokens_per_step),
-        kMinDecodeChunkLen);
-    plan->num_chunks = std::max(1u, math::ceil_div(visible, plan->chunk_len));
-    plan->workspace_bytes =
-        plan->num_chunks > 1 ? size_t(plan->num_chunks) * p.num_qo_heads * (HEAD_DIM + 1) * sizeof(float)
-                             : 0;
-    return cudaSuccess;
   }
 
-  // `workspace` must hold plan.workspace_bytes (16-byte aligned) when the plan splits the KV.
-  static cudaError_t run(Params p, const SingleDecodePlan& plan, void* workspace, cudaStream_t stream) {
-    if (plan.num_chunks > 1) {
-      p.partial_o = static_cast<float*>(workspace);
-      p.partial_lse = p.partial_o + size_t(plan.num_chunks) * p.num_qo_heads * HEAD_DIM;
-    }
+  // CTAs that fit on the whole device at once.
+  static cudaError_t wave_ctas(uint32_t heads, bool rope, int device, uint32_t* ctas,
+                               uint32_t* tokens_per_step) {
+    int num_sms = 0, ctas_per_sm = 0;
+    cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess) err = occupancy(heads, rope, device, &ctas_per_sm, tokens_per_step);
+    *ctas = uint32_t(num_sms) * uint32_t(std::max(ctas_per_sm, 1));
+    return err;
+  }
+
+  static cudaError_t launch(const Problem& p, uint32_t heads, uint32_t grid_x, cudaStream_t stream) {
     const uint32_t group_size = p.num_qo_heads / p.num_kv_heads;
-    const dim3 grid(plan.num_chunks,
-                    p.num_kv_heads * math::ceil_div(group_size, plan.heads_per_cta));
-    cudaError_t err = with_kernel_config(plan.heads_per_cta, p.apply_rope, [&](auto h, auto rope) {
-      kernel<decltype(h)::value, decltype(rope)::value>()<<<grid, kDecodeThreads, 0, stream>>>(
-          p, plan.kv_begin, plan.chunk_len);
+    const dim3 grid(grid_x, p.num_kv_heads * math::ceil_div(group_size, heads));
+    return with_config(heads, p.apply_rope, [&](auto h, auto r) {
+      kernel<decltype(h)::value, decltype(r)::value>()<<<grid, kDecodeThreads, 0, stream>>>(p);
       return cudaGetLastError();
     });
-    if (err != cudaSuccess || plan.num_chunks == 1) return err;
-
-    MergeStatesParams<float, DTypeO> merge{};
-    merge.v = p.partial_o;
-    merge.s = p.partial_lse;
-    merge.o = p.o;
-    merge.lse = p.lse;
-    merge.num_rows = 1;
-    merge.num_states = plan.num_chunks;
-    merge.num_heads = p.num_qo_heads;
-    merge.head_dim = HEAD_DIM;
-    merge.v_stride_state = int64_t(p.num_qo_heads) * HEAD_DIM;
-    merge.v_stride_head = HEAD_DIM;
-    merge.s_stride_state = p.num_qo_heads;
-    merge.s_stride_head = 1;
-    merge.o_stride_head = p.o_stride_h;
-    merge.lse_stride_head = 1;
-    merge.output_scale = p.v_scale;
-    return MergeStates(merge, stream);
   }
 };
 

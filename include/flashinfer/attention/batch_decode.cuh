@@ -1,0 +1,189 @@
+// Batch decode over a paged KV cache: one query token per head for each request of a batch.
+//
+// Work is planned on the host (schedule_batch_decode): every request's visible keys are cut into
+// chunks of one common length, chosen so that the whole batch fills the GPU in a single wave of
+// decode CTAs (decode.cuh), and each chunk becomes one DecodeWork entry, i.e. one column of the
+// grid. A request covered by one chunk writes its output directly; the chunks of a split request
+// write partial states that the shared merge kernel (cascade.cuh) combines, driven by a per-request
+// range of partial rows. The run reads the plan from device memory, so a captured CUDA graph can
+// be replayed after a new plan for a batch of the same size.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../math.cuh"
+#include "cascade.cuh"
+#include "decode.cuh"
+#include "decode_tc.cuh"
+
+namespace flashinfer {
+namespace attention {
+
+// A request's keys and values in pages: token n lives in page pages[n / page_size], at slot
+// n % page_size, and the page's (token, head) element is at page * stride_page + slot * stride_n.
+template <typename DTypeKV>
+struct PagedSequence {
+  struct Location {
+    int32_t page;
+    uint32_t slot;
+  };
+  const DTypeKV* k;  // the page pool, offset to the CTA's KV head
+  const DTypeKV* v;
+  const int32_t* pages;
+  int64_t k_stride_page, k_stride_n, v_stride_page, v_stride_n;
+  math::FastDivmod page_size;
+
+  __device__ __forceinline__ Location locate(uint32_t pos) const {
+    uint32_t page_index, slot;
+    page_size.divmod(pos, page_index, slot);
+    return {__ldg(pages + page_index), slot};
+  }
+  __device__ __forceinline__ const DTypeKV* k_at(Location l) const {
+    return k + l.page * k_stride_page + l.slot * k_stride_n;
+  }
+  __device__ __forceinline__ const DTypeKV* v_at(Location l) const {
+    return v + l.page * v_stride_page + l.slot * v_stride_n;
+  }
+};
+
+template <typename DTypeQ, typename DTypeKV, typename DTypeO>
+struct BatchDecodeParams : DecodeCommonParams<DTypeQ, DTypeKV, DTypeO> {
+  using Sequence = PagedSequence<DTypeKV>;
+  const DTypeKV* k;  // page pool: (page, slot, head) at page * stride_page + slot * stride_n + head * stride_h
+  const DTypeKV* v;
+  int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
+  const int32_t* page_table;  // the batch's page indices (CSR values)
+  math::FastDivmod page_size;
+  const DecodeWork* work_items;  // one per grid column
+
+  __device__ __forceinline__ DecodeWork work() const { return work_items[blockIdx.x]; }
+  __device__ __forceinline__ Sequence sequence(const DecodeWork& w, uint32_t kv_head) const {
+    return {k + kv_head * k_stride_h, v + kv_head * v_stride_h, page_table + w.page_begin,
+            k_stride_page, k_stride_n, v_stride_page, v_stride_n, page_size};
+  }
+};
+
+// The host's plan of a batch.
+struct BatchDecodeSchedule {
+  std::vector<DecodeWork> work;        // grid columns, padded to the requested grid size
+  std::vector<int32_t> state_indptr;   // [batch + 1]: partial rows of each request
+  uint32_t chunk_len = 0;              // keys per chunk
+  uint32_t num_partial_rows = 0;
+};
+
+// Request b holds pages indptr[b] .. indptr[b + 1] - 1, its last page filled to last_page_len[b];
+// a request without pages has no keys. `max_items` is how many grid columns fit in one wave;
+// `grid_size` > 0 pads the grid to that many columns (CUDA-graph mode, where the launch shape is
+// fixed at capture: it must be at least max(batch, max_items)).
+inline void schedule_batch_decode(const int32_t* indptr, const int32_t* last_page_len, uint32_t batch,
+                                  uint32_t page_size, int32_t window_left, uint32_t max_items,
+                                  uint32_t tokens_per_step, uint32_t grid_size,
+                                  BatchDecodeSchedule* s) {
+  std::vector<uint32_t> kv_len(batch), first(batch);
+  uint32_t longest = 0;
+  for (uint32_t b = 0; b < batch; ++b) {
+    const int64_t pages = int64_t(indptr[b + 1]) - indptr[b];
+    kv_len[b] = pages > 0 ? uint32_t((pages - 1) * page_size + last_page_len[b]) : 0;
+    first[b] = visible_begin(kv_len[b], window_left);
+    longest = std::max(longest, kv_len[b] - first[b]);
+  }
+  auto chunks_of = [&](uint32_t b, uint32_t chunk) {
+    return std::max(1u, math::ceil_div(kv_len[b] - first[b], chunk));
+  };
+  auto total_chunks = [&](uint32_t chunk) {
+    uint64_t n = 0;
+    for (uint32_t b = 0; b < batch; ++b) n += chunks_of(b, chunk);
+    return n;
+  };
+  // The shortest chunk (a whole number of kernel steps, and long enough to be worth a merge)
+  // whose chunks all fit in one wave; a batch that fills the wave by itself is not split. Chunk
+  // lengths are searched in units of kernel steps; the longest request in one chunk always fits.
+  const uint32_t longest_steps = math::ceil_div(std::max(longest, 1u), tokens_per_step);
+  uint32_t steps = longest_steps;
+  if (batch < max_items) {
+    uint32_t lo = math::ceil_div(std::max(kMinDecodeChunkLen, tokens_per_step), tokens_per_step);
+    uint32_t hi = std::max(longest_steps, lo);
+    while (lo < hi) {
+      const uint32_t mid = lo + (hi - lo) / 2;
+      if (total_chunks(mid * tokens_per_step) <= max_items) hi = mid;
+      else lo = mid + 1;
+    }
+    steps = lo;
+  }
+  const uint32_t chunk = steps * tokens_per_step;
+  s->chunk_len = chunk;
+  s->work.clear();
+  s->state_indptr.assign(batch + 1, 0);
+  uint32_t rows = 0;
+  for (uint32_t b = 0; b < batch; ++b) {
+    const uint32_t n = chunks_of(b, chunk);
+    for (uint32_t c = 0; c < n; ++c) {
+      DecodeWork w{};
+      w.request = int32_t(b);
+      w.partial_row = n > 1 ? int32_t(rows + c) : -1;
+      w.begin = first[b] + c * chunk;
+      w.end = std::min(w.begin + chunk, kv_len[b]);
+      w.kv_len = kv_len[b];
+      w.page_begin = indptr[b];
+      s->work.push_back(w);
+    }
+    if (n > 1) rows += n;
+    s->state_indptr[b + 1] = int32_t(rows);
+  }
+  s->num_partial_rows = rows;
+  DecodeWork padding{};
+  padding.request = -1;
+  if (grid_size > s->work.size()) s->work.resize(grid_size, padding);
+}
+
+// Host side of batch decode: how many grid columns fit in a wave, and the launch of a planned
+// batch, on CUDA cores or (q and KV of one 16-bit type) tensor cores.
+template <uint32_t HEAD_DIM, typename DTypeQ, typename DTypeKV, typename DTypeO>
+struct BatchDecode {
+  using Params = BatchDecodeParams<DTypeQ, DTypeKV, DTypeO>;
+  using Kernels = DecodeKernels<HEAD_DIM, Params>;
+  using TensorCoreKernels = DecodeTensorCoreKernels<HEAD_DIM, Params>;
+  static constexpr bool kTensorCores = std::is_same_v<DTypeQ, DTypeKV> && sizeof(DTypeKV) == 2;
+
+  // Grid columns of one wave for this head configuration (each column is num_kv_heads x head
+  // tiles CTAs), and the kernel's step, which chunk lengths are multiples of.
+  static cudaError_t capacity(uint32_t num_qo_heads, uint32_t num_kv_heads, bool rope, bool tensor_cores,
+                              int device, uint32_t* max_items, uint32_t* tokens_per_step) {
+    const uint32_t group_size = num_qo_heads / num_kv_heads;
+    uint32_t wave = 0, head_tiles = 0;
+    cudaError_t err = cudaSuccess;
+    if constexpr (kTensorCores) {
+      if (tensor_cores) {
+        head_tiles = TensorCoreKernels::head_tiles(group_size);
+        err = TensorCoreKernels::wave_ctas(device, &wave, tokens_per_step);
+      }
+    }
+    if (head_tiles == 0) {
+      const uint32_t heads = Kernels::heads_per_cta(group_size);
+      head_tiles = math::ceil_div(group_size, heads);
+      err = Kernels::wave_ctas(heads, rope, device, &wave, tokens_per_step);
+    }
+    *max_items = std::max(1u, wave / (num_kv_heads * head_tiles));
+    return err;
+  }
+
+  // `p.work_items` holds grid_size entries and, when any request is split, `state_indptr`
+  // [batch + 1] and p.partial_o / p.partial_lse its partial rows (all in device memory).
+  static cudaError_t run(const Params& p, uint32_t grid_size, uint32_t batch, const int32_t* state_indptr,
+                         bool split, bool tensor_cores, cudaStream_t stream) {
+    if (grid_size == 0) return cudaSuccess;
+    cudaError_t err = launch_decode<HEAD_DIM>(p, tensor_cores, grid_size, stream);
+    if (err != cudaSuccess || !split) return err;
+    auto merge = split_kv_merge<HEAD_DIM>(p);
+    merge.state_indptr = state_indptr;
+    merge.num_rows = batch;
+    return MergeStates(merge, stream);
+  }
+};
+
+}  // namespace attention
+}  // namespace flashinfer

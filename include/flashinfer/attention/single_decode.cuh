@@ -1,0 +1,91 @@
+// Single-request decode: one query token per head against a contiguous (strided) KV cache; the
+// KV range is split so the grid fills the GPU in one wave, and the chunks' states are merged.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "../math.cuh"
+#include "cascade.cuh"
+#include "decode.cuh"
+#include "decode_tc.cuh"
+
+namespace flashinfer {
+namespace attention {
+
+// Host side of single decode: plan the split for a device, then launch the decode kernel (CUDA
+// cores, or tensor cores for q and KV of one 16-bit type) and the merge.
+template <uint32_t HEAD_DIM, typename DTypeQ, typename DTypeKV, typename DTypeO>
+struct SingleDecode {
+  using Params = SingleDecodeParams<DTypeQ, DTypeKV, DTypeO>;
+  using Kernels = DecodeKernels<HEAD_DIM, Params>;
+  using TensorCoreKernels = DecodeTensorCoreKernels<HEAD_DIM, Params>;
+  static constexpr bool kTensorCores = std::is_same_v<DTypeQ, DTypeKV> && sizeof(DTypeKV) == 2;
+
+  struct Plan {
+    bool tensor_cores = false;
+    uint32_t heads_per_cta = 1;  // CUDA-core kernel
+    uint32_t kv_begin = 0;  // first visible key (sliding window)
+    uint32_t chunk_len = 0;
+    uint32_t num_chunks = 1;
+    size_t workspace_bytes = 0;  // split-KV scratch the run needs
+  };
+
+  // use_tensor_cores: 1 / 0, or -1 for tensor cores on groups of 4 or more heads (where possible:
+  // one 16-bit type, no RoPE).
+  static cudaError_t plan(const Params& p, int device, int use_tensor_cores, Plan* plan) {
+    const uint32_t group_size = p.num_qo_heads / p.num_kv_heads;
+    plan->tensor_cores = kTensorCores && !p.apply_rope &&
+                         (use_tensor_cores > 0 || (use_tensor_cores < 0 && group_size >= 4));
+    plan->heads_per_cta = Kernels::heads_per_cta(group_size);
+    plan->kv_begin = visible_begin(p.kv_len, p.window_left);
+    const uint32_t visible = p.kv_len - plan->kv_begin;
+    uint32_t wave = 0, tokens_per_step = 0, head_tiles = 0;
+    cudaError_t err = cudaSuccess;
+    if constexpr (kTensorCores) {
+      if (plan->tensor_cores) {
+        head_tiles = TensorCoreKernels::head_tiles(group_size);
+        err = TensorCoreKernels::wave_ctas(device, &wave, &tokens_per_step);
+      }
+    }
+    if (!plan->tensor_cores) {
+      head_tiles = math::ceil_div(group_size, plan->heads_per_cta);
+      err = Kernels::wave_ctas(plan->heads_per_cta, p.apply_rope, device, &wave, &tokens_per_step);
+    }
+    if (err != cudaSuccess) return err;
+
+    // One full wave: as many chunks as leave every resident CTA slot busy, no more.
+    const uint32_t ctas_per_chunk = p.num_kv_heads * head_tiles;
+    const uint32_t max_chunks = std::max<uint32_t>(1, wave / ctas_per_chunk);
+    plan->chunk_len = std::max(
+        math::round_up(math::ceil_div(std::max(visible, 1u), max_chunks), tokens_per_step),
+        kMinDecodeChunkLen);
+    plan->num_chunks = std::max(1u, math::ceil_div(visible, plan->chunk_len));
+    plan->workspace_bytes =
+        plan->num_chunks > 1 ? size_t(plan->num_chunks) * p.num_qo_heads * (HEAD_DIM + 1) * sizeof(float)
+                             : 0;
+    return cudaSuccess;
+  }
+
+  // `workspace` must hold plan.workspace_bytes (16-byte aligned) when the plan splits the KV.
+  static cudaError_t run(Params p, const Plan& plan, void* workspace, cudaStream_t stream) {
+    p.kv_begin = plan.kv_begin;
+    p.chunk_len = plan.chunk_len;
+    if (plan.num_chunks > 1) {
+      p.partial_o = static_cast<float*>(workspace);
+      p.partial_lse = p.partial_o + size_t(plan.num_chunks) * p.num_qo_heads * HEAD_DIM;
+    }
+    cudaError_t err = launch_decode<HEAD_DIM>(p, plan.tensor_cores, plan.num_chunks, stream);
+    if (err != cudaSuccess || plan.num_chunks == 1) return err;
+    auto merge = split_kv_merge<HEAD_DIM>(p);
+    merge.num_rows = 1;
+    merge.num_states = plan.num_chunks;
+    return MergeStates(merge, stream);
+  }
+};
+
+}  // namespace attention
+}  // namespace flashinfer
