@@ -105,9 +105,13 @@ sanitize cascade memcheck "$T/test_cascade_gpu.py" \
 sanitize cascade racecheck "$T/test_cascade_gpu.py" -k "in_place and d256"
 
 cd "$REPO"
+BENCH_DIR=/tmp/fi_core_bench
+rm -rf "$BENCH_DIR"
 for suite in $BENCH_SUITES; do
-  step "bench_$suite" "bench_$suite.log" python3 -m bench --suite "$suite" $BENCH_FLAGS --out "$OUT/bench"
+  step "bench_$suite" "bench_$suite.log" python3 -m bench --suite "$suite" $BENCH_FLAGS --out "$BENCH_DIR"
 done
+# One archive: the device returns only a few files per run.
+[[ -d "$BENCH_DIR" ]] && tar czf "$OUT/bench_results.tgz" -C "$BENCH_DIR" .
 
 echo
 echo "=== summary ($(head -2 "$OUT/gpu.txt" | tail -1))"
