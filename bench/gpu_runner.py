@@ -527,8 +527,8 @@ OPS = {
         "sdpa-cudnn": single_decode_sdpa_factory("sdpa-cudnn"),
     }),
     "batch_decode": (build_batch_decode, {
-        "fi_core": batch_decode_factory("fi_core"),
-        "fi_core-tc": batch_decode_factory("fi_core", use_tensor_cores=True),
+        "fi_core": batch_decode_factory("fi_core", use_tensor_cores=None),  # its automatic choice
+        "fi_core-cc": batch_decode_factory("fi_core", use_tensor_cores=False),
         "flashinfer": batch_decode_factory("flashinfer"),
         "flashinfer-tc": batch_decode_factory("flashinfer", use_tensor_cores=True),
     }),

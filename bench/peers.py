@@ -14,7 +14,7 @@ EXPECTED_FLASHINFER_VERSION = "0.5.3"
 # The library each implementation needs (see workloads.OP_IMPLEMENTATIONS).
 IMPLEMENTATION_LIBRARY = {
     "fi_core": "fi_core",
-    "fi_core-tc": "fi_core",
+    "fi_core-cc": "fi_core",
     "fi_core-fa2": "fi_core",
     "flashinfer": "flashinfer",
     "flashinfer-tc": "flashinfer",

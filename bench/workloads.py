@@ -28,10 +28,11 @@ WORKSPACE_BYTES = 128 * 1024 * 1024
 
 # The implementations measured for each op, in table-column order. The first is the subject
 # (fi_core); the rest are fi_core variants and peers, each compared with the subject.
-#   -tc:  use_tensor_cores=True;  -fa2: backend="fa2" (FlashInfer's default on H100 is FA3).
+#   -tc:  use_tensor_cores=True;  -cc: use_tensor_cores=False (fi_core's default picks by group size);
+#   -fa2: backend="fa2" (FlashInfer's default on H100 is FA3).
 OP_IMPLEMENTATIONS = {
     "single_decode": ["fi_core", "flashinfer", "sdpa-flash", "sdpa-cudnn"],
-    "batch_decode": ["fi_core", "fi_core-tc", "flashinfer", "flashinfer-tc"],
+    "batch_decode": ["fi_core", "fi_core-cc", "flashinfer", "flashinfer-tc"],
     "batch_decode_plan": ["fi_core", "flashinfer"],
     "single_prefill": ["fi_core", "fi_core-fa2", "flashinfer", "flashinfer-fa2", "sdpa-flash", "sdpa-cudnn"],
     "batch_prefill": ["fi_core", "fi_core-fa2", "flashinfer", "flashinfer-fa2"],

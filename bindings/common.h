@@ -118,5 +118,6 @@ void bind_ops(nb::module_& m);
 void bind_sampling(nb::module_& m);
 void bind_page(nb::module_& m);
 void bind_cascade(nb::module_& m);
+void bind_prefill(nb::module_& m);
 
 }  // namespace fi_core_bindings

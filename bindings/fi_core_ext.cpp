@@ -33,4 +33,5 @@ NB_MODULE(_C, m) {
   bind_sampling(m);
   bind_page(m);
   bind_cascade(m);
+  bind_prefill(m);
 }

@@ -4,7 +4,7 @@
 #   subset, then the benchmark suites. Results and logs go to $OUT (default ./gpu_check_out).
 #
 #   scripts/gpu_check.sh [--archs "90a"] [--head-dims "64;128;256"] [--bench "decode"]
-#                        [--full-bench] [--no-sanitizer] [--sanitize "decode ops sampling ..."]
+#                        [--full-bench] [--no-sanitizer] [--sanitize "decode ops:racecheck ..."]
 #                        [--tests "<pytest -k expression>"]
 #
 # Wheels not installed on the GPU machine (nvidia-cutlass, flashinfer-python and its needs) are
@@ -22,7 +22,7 @@ HEAD_DIMS="64;128;256"
 BENCH_SUITES="decode operators sampling"
 BENCH_FLAGS="--quick"
 SANITIZER=1
-SANITIZE="decode batch_decode ops sampling page cascade"  # kernel families run under compute-sanitizer
+SANITIZE="decode batch_decode prefill ops sampling page cascade"  # kernel families run under compute-sanitizer
 TEST_FILTER=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -50,6 +50,11 @@ step() {  # step NAME LOGFILE COMMAND...: runs, logs, records pass/fail
   "$@" > >(tee "$OUT/$log") 2>&1
   local rc=$?
   STATUS[$name]="rc=$rc $((SECONDS - start))s"
+  # A running summary (first in name order: the device returns only a few files, and a run cut
+  # short by its time limit still reports every finished step).
+  printf '%-24s rc=%s %4ss %s %s\n' "$name" "$rc" "$((SECONDS - start))" \
+    "$(grep -hE "passed|failed" "$OUT/$log" 2>/dev/null | tail -1)" \
+    "$(grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/$log" 2>/dev/null | tail -1)" >> "$OUT/00_summary.txt"
   return $rc
 }
 
@@ -77,7 +82,8 @@ step gpu_tests gpu_tests.log python3 -m pytest -q -p no:cacheprovider "$REPO/tes
 
 sanitize() {  # sanitize FAMILY TOOL TEST_FILES -k EXPRESSION: one compute-sanitizer step
   local family="$1" tool="$2"; shift 2
-  [[ $SANITIZER == 1 && " $SANITIZE " == *" $family "* ]] || return 0
+  # A family in --sanitize runs both tools; "family:tool" runs one.
+  [[ $SANITIZER == 1 && ( " $SANITIZE " == *" $family "* || " $SANITIZE " == *" $family:$tool "* ) ]] || return 0
   step "${tool}_$family" "${tool}_$family.log" compute-sanitizer --tool "$tool" --error-exitcode 1 \
     python3 -m pytest -q -p no:cacheprovider -x "$@"
 }
@@ -91,13 +97,16 @@ sanitize batch_decode memcheck "$T/test_batch_decode_gpu.py" \
   -k "(matches_reference and d128 and ps5 and tensor and NHD) or split or empty or strided or graph or validation"
 sanitize batch_decode racecheck "$T/test_batch_decode_gpu.py" \
   -k "(matches_reference and d128 and ps16 and tuple and HND and (none or rope) and bfloat16-bfloat16) or (strided and tensor_cores) or (large and 257 and tensor_cores)"
+sanitize prefill memcheck "$T/test_prefill_gpu.py" \
+  -k "(matches_reference and d128 and g4 and (q1_kv300 or q129_kv129 or q700_kv1500)) or (variants and d128 and float16 and q300_kv1000) or strided or empty or uneven"
+sanitize prefill racecheck "$T/test_prefill_gpu.py" \
+  -k "matches_reference and d128 and g4 and NHD and (q37_kv37 or q129_kv129)"
 sanitize ops memcheck "$T/test_norm_gpu.py" "$T/test_activation_gpu.py" "$T/test_rope_gpu.py" \
   -k "not matches_reference and not cos_sin_cache or test_cos_sin_cache_with_3d"
 sanitize ops racecheck "$T/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)"
 sanitize sampling memcheck "$T/test_sampling_gpu.py" \
-  -k "renorm or odd_rows or out_of_range or strided or keep_only or mask or speculative_exact"
-sanitize sampling racecheck "$T/test_sampling_gpu.py" \
-  -k "renorm_matches or streamed_thresholds or (mask_logits_matches and 32001) or speculative_exact"
+  -k "streamed or odd_rows or renorm_matches or top_k_mask_logits_matches or speculative_exact or indices_out_of_range or strided or keep_only"
+sanitize sampling racecheck "$T/test_sampling_gpu.py" -k "(streamed_thresholds and 32001) or (renorm_matches and 32001) or (speculative_exact and 32001) or (odd_rows and not logits and 32001)"
 sanitize page memcheck "$T/test_page_gpu.py" \
   -k "(pool and (bfloat16 or e4m3)) or skips or odd_head_dims or without or beyond or int64 or (matches_reference and p5 and bfloat16)"
 sanitize cascade memcheck "$T/test_cascade_gpu.py" \

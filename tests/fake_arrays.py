@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 
+import pytest
+
 # DLPack type codes (dlpack.h).
 _CODES = {"float16": (2, 16), "bfloat16": (4, 16), "float32": (2, 32), "float64": (2, 64),
           "int32": (0, 32), "int64": (0, 64), "uint8": (1, 8), "int8": (0, 8),
@@ -76,3 +78,22 @@ class FakeCudaArray:
         managed.deleter = None
         self._keep.extend([shape, strides, managed])
         return _capsule_new(ctypes.addressof(managed), b"dltensor", None)
+
+
+# Helpers of the validation tests that use these arrays.
+
+def expect(exc, fn, *fragments):
+    """fn() raises exc whose message contains every fragment."""
+    with pytest.raises(exc) as info:
+        fn()
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
+def reaches_launch(fn):
+    """Validation accepted the call: without a GPU it fails only at the CUDA launch (with a GPU
+    the fake arrays must not be launched on, so nothing is called)."""
+    import fi_core
+    if fi_core._C.cuda_device_count() == 0:
+        with pytest.raises(RuntimeError, match="CUDA error"):
+            fn()

@@ -138,15 +138,15 @@ def test_table_shows_ratios_missing_and_errors():
     missing_peer = peers.import_library("fi_core_bench_test_no_such_module")
     row = memory_row({
         "fi_core": report.ok(1000.0),
-        "fi_core-tc": report.ok(2000.0),
+        "fi_core-cc": report.ok(2000.0),
         "flashinfer": report.missing(missing_peer.missing_reason),
         "flashinfer-tc": report.failed("RuntimeError: boom"),
     })
     report.add_derived_figures(row, CEILINGS)
     lines = report.render_op_table([row]).splitlines()
-    assert lines[0] == "| workload | fi_core | TB/s | of copy | fi_core-tc | flashinfer | flashinfer-tc |"
+    assert lines[0] == "| workload | fi_core | TB/s | of copy | fi_core-cc | flashinfer | flashinfer-tc |"
     cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
-    # fi_core-tc: 2 ms -> fi_core is 2x as fast; 3e9 B / 2 ms = 1.5 TB/s = 0.50 of copy
+    # fi_core-cc: 2 ms -> fi_core is 2x as fast; 3e9 B / 2 ms = 1.5 TB/s = 0.50 of copy
     assert cells[:5] == ["B=128 kv=4096", "1.00 ms", "3.00", "1.00", "2.00x (2.00 ms; 0.50 of copy)"]
     assert cells[5].startswith("missing: import fi_core_bench_test_no_such_module failed")
     assert cells[6] == "error: RuntimeError: boom"
@@ -254,7 +254,7 @@ def test_every_implementation_of_a_missing_library_is_missing():
     libraries = {"fi_core": peers.Library("fi_core", module=object(), version="0.1.0"),
                  "flashinfer": peers.import_library("fi_core_bench_test_no_such_module"),
                  "torch": peers.disabled_library("torch", "disabled by --no-peers")}
-    assert peers.unavailable_reason("fi_core-tc", libraries) is None
+    assert peers.unavailable_reason("fi_core-cc", libraries) is None
     assert "No module named" in peers.unavailable_reason("flashinfer-tc", libraries)
     assert peers.unavailable_reason("sdpa-cudnn", libraries) == "disabled by --no-peers"
     for implementations in workloads.OP_IMPLEMENTATIONS.values():

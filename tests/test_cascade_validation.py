@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import fi_core
-from fake_arrays import FakeCudaArray as Fake
-from test_sampling_validation import expect, reaches_launch  # the validation tests' shared helpers
+from fake_arrays import FakeCudaArray as Fake, expect, reaches_launch
 
 V_DTYPES = "float16, bfloat16 or float32"
 SEQ, STATES, HEADS, DIM = 7, 3, 4, 128

@@ -129,3 +129,26 @@ def test_mixed_frameworks_follow_q():
     out = fi_core.single_decode_with_kv_cache(q, cupy.from_dlpack(k), cupy.from_dlpack(v))
     assert isinstance(out, torch.Tensor)
     assert rel_err(out, decode_reference(q, k, v)[0]) < 3e-3
+
+
+def test_batch_decode_with_cupy_and_a_workspace_from_cupy():
+    """The wrapper takes CuPy arrays end to end: workspace, page-table ids on the GPU, q, cache."""
+    cupy = pytest.importorskip("cupy")
+    rng = np.random.default_rng(5)
+    kv_lens, page_size = [700, 1, 33], 16
+    pages = [-(-n // page_size) for n in kv_lens]
+    indptr = np.concatenate([[0], np.cumsum(pages)]).astype(np.int32)
+    ids = rng.permutation(int(indptr[-1])).astype(np.int32)
+    last = np.array([n - (p - 1) * page_size for n, p in zip(kv_lens, pages)], dtype=np.int32)
+    cache = cupy.asarray(rng.standard_normal((int(indptr[-1]), 2, page_size, 2, HEAD_DIM)), dtype=cupy.float16)
+    q = cupy.asarray(rng.standard_normal((3, 8, HEAD_DIM)), dtype=cupy.float16)
+    wrapper = fi_core.BatchDecodeWithPagedKVCacheWrapper(cupy.empty(16 << 20, dtype=cupy.uint8))
+    wrapper.plan(indptr, cupy.asarray(ids), last, 8, 2, HEAD_DIM, page_size, q_data_type="float16")
+    out, lse = wrapper.run(q, cache, return_lse=True)
+    assert isinstance(out, cupy.ndarray) and isinstance(lse, cupy.ndarray) and lse.dtype == cupy.float32
+    cache_t, q_t, out_t = (torch.from_dlpack(x) for x in (cache, q, out))
+    for b, n in enumerate(kv_lens):
+        rows = torch.from_numpy(ids[indptr[b]:indptr[b + 1]]).long().cuda()
+        k = cache_t[rows, 0].reshape(-1, 2, HEAD_DIM)[:n]
+        v = cache_t[rows, 1].reshape(-1, 2, HEAD_DIM)[:n]
+        assert rel_err(out_t[b], decode_reference(q_t[b], k, v)[0]) < 3e-3, f"request {b}"

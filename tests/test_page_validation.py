@@ -9,8 +9,7 @@ import pytest
 
 import fi_core
 from conftest import compile_cpp_example, nvcc_path
-from fake_arrays import FakeCudaArray as Fake
-from test_sampling_validation import expect, reaches_launch  # the validation tests' shared helpers
+from fake_arrays import FakeCudaArray as Fake, expect, reaches_launch
 
 KV_DTYPES = "float16, bfloat16, float8_e4m3fn or float8_e5m2"
 NNZ, HEADS, DIM, PAGES, PAGE, BATCH = 10, 4, 64, 12, 16, 3

@@ -8,24 +8,9 @@ import pytest
 
 import fi_core
 from conftest import compile_cpp_example, nvcc_path
-from fake_arrays import FakeCudaArray as Fake
+from fake_arrays import FakeCudaArray as Fake, expect, reaches_launch
 
-NO_GPU = fi_core._C.cuda_device_count() == 0
 BATCH, VOCAB = 4, 32001
-
-
-def expect(exc, fn, *fragments):
-    with pytest.raises(exc) as info:
-        fn()
-    for fragment in fragments:
-        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
-
-
-def reaches_launch(fn):
-    """Validation accepted the call: without a GPU it fails only at the CUDA launch."""
-    if NO_GPU:
-        with pytest.raises(RuntimeError, match="CUDA error"):
-            fn()
 
 
 def probs(shape=(BATCH, VOCAB), dtype="float32", **kw):

@@ -7,4 +7,5 @@
 #include "fi_core/decode.h"
 #include "fi_core/ops.h"
 #include "fi_core/page.h"
+#include "fi_core/prefill.h"
 #include "fi_core/sampling.h"

@@ -166,9 +166,20 @@ struct Chunk {
   uint32_t first, n;  // position of element 0 in the source; valid elements
 };
 
-__device__ __forceinline__ void chunk_extent(uint32_t c, uint32_t size, Chunk& ch) {
-  ch.first = c * kChunk + threadIdx.x * kElemsPerThread;
-  ch.n = ch.first < size ? min(kElemsPerThread, size - ch.first) : 0u;
+// Sources of chunks (a row in global memory, the candidates, a speculative residual) tell their
+// length, fill a chunk's keys and weights given its extent, and may prefetch a chunk.
+//
+// The streaming loops read a chunk, then work on it (shared-memory atomics, CTA-wide scans with
+// barriers) before the next read: with one CTA per SM that leaves the SM idle on memory latency
+// once per chunk. Asking L2 for chunk c + kPrefetchChunks before reading chunk c keeps the next
+// reads in flight during that work, without registers to hold them.
+constexpr uint32_t kPrefetchChunks = 2;
+
+// Fetches this thread's part of chunk c of an array of `size` elements into L2.
+template <typename T>
+__device__ __forceinline__ void prefetch_chunk_l2(const T* data, uint32_t c, uint32_t size) {
+  const uint32_t first = c * kChunk + threadIdx.x * kElemsPerThread;
+  if (first < size) asm volatile("prefetch.global.L2 [%0];" ::"l"(data + first));
 }
 
 // A row read from global memory.
@@ -178,9 +189,9 @@ struct RowStream {
   Row row;
   const typename Row::Elem* data;
   uint32_t size;
-  __device__ __forceinline__ uint32_t num_chunks() const { return (size + kChunk - 1) / kChunk; }
-  __device__ __forceinline__ void load(uint32_t c, Chunk& ch) const {
-    chunk_extent(c, size, ch);
+  __device__ __forceinline__ uint32_t length() const { return size; }
+  __device__ __forceinline__ void prefetch(uint32_t c) const { prefetch_chunk_l2(data, c, size); }
+  __device__ __forceinline__ void load(Chunk& ch) const {
     float x[kElemsPerThread];
     load_upto8_as_float(data + ch.first, ch.n, x);
 #pragma unroll
@@ -207,9 +218,9 @@ template <class RowT>
 struct CandidateStream {
   using Row = RowT;
   const Candidates& c;
-  __device__ __forceinline__ uint32_t num_chunks() const { return (c.size + kChunk - 1) / kChunk; }
-  __device__ __forceinline__ void load(uint32_t chunk, Chunk& ch) const {
-    chunk_extent(chunk, c.size, ch);
+  __device__ __forceinline__ uint32_t length() const { return c.size; }
+  __device__ __forceinline__ void prefetch(uint32_t) const {}  // already on chip
+  __device__ __forceinline__ void load(Chunk& ch) const {
 #pragma unroll
     for (uint32_t i = 0; i < kElemsPerThread; ++i) {
       ch.key[i] = i < ch.n ? c.key[ch.first + i] : Row::kEmptyKey;
@@ -226,9 +237,12 @@ struct ResidualStream {
   const float* target;
   const float* draft;
   uint32_t size;
-  __device__ __forceinline__ uint32_t num_chunks() const { return (size + kChunk - 1) / kChunk; }
-  __device__ __forceinline__ void load(uint32_t c, Chunk& ch) const {
-    chunk_extent(c, size, ch);
+  __device__ __forceinline__ uint32_t length() const { return size; }
+  __device__ __forceinline__ void prefetch(uint32_t c) const {
+    prefetch_chunk_l2(target, c, size);
+    if (draft != nullptr) prefetch_chunk_l2(draft, c, size);
+  }
+  __device__ __forceinline__ void load(Chunk& ch) const {
     float q[kElemsPerThread], d[kElemsPerThread];
     load_upto8_as_float(target + ch.first, ch.n, q);
     if (draft != nullptr) load_upto8_as_float(draft + ch.first, ch.n, d);
@@ -242,12 +256,37 @@ struct ResidualStream {
   __device__ __forceinline__ uint32_t index(const Chunk& ch, uint32_t i) const { return ch.first + i; }
 };
 
+template <class Src>
+__device__ __forceinline__ uint32_t num_chunks(const Src& src) { return (src.length() + kChunk - 1) / kChunk; }
+
+// Reads chunk c of src (prefetching the chunks ahead of it). kFull: the caller knows that every
+// element of the chunk lies inside the source (true of every chunk but the last), so that the
+// compiler drops the per-element bounds checks of the load and of the work on the chunk.
+template <bool kFull, class Src>
+__device__ __forceinline__ void load_chunk(const Src& src, uint32_t c, Chunk& ch) {
+  if (c == 0) {
+#pragma unroll
+    for (uint32_t ahead = 1; ahead < kPrefetchChunks; ++ahead) src.prefetch(ahead);
+  }
+  src.prefetch(c + kPrefetchChunks);
+  ch.first = c * kChunk + threadIdx.x * kElemsPerThread;
+  const uint32_t size = src.length();
+  ch.n = kFull ? kElemsPerThread : ch.first < size ? min(kElemsPerThread, size - ch.first) : 0u;
+  src.load(ch);
+}
+
+// f(chunk) over the chunks of src in order, with the full chunks and the last one compiled apart.
 template <class Src, class F>
 __device__ __forceinline__ void for_each_chunk(const Src& src, F&& f) {
-  const uint32_t chunks = src.num_chunks();
-  for (uint32_t c = 0; c < chunks; ++c) {
+  const uint32_t chunks = num_chunks(src);
+  for (uint32_t c = 0; c + 1 < chunks; ++c) {
     Chunk ch;
-    src.load(c, ch);
+    load_chunk<true>(src, c, ch);
+    f(ch);
+  }
+  if (chunks > 0) {
+    Chunk ch;
+    load_chunk<false>(src, chunks - 1, ch);
     f(ch);
   }
 }
@@ -352,17 +391,13 @@ __device__ __forceinline__ uint32_t build_histogram(const Src& src, int level, u
   const uint32_t low_mask = shift > 0 ? (1u << (shift - 1)) - 1 : 0u;
   uint32_t empties = 0, max_key = 0;
   for_each_chunk(src, [&](const Chunk& ch) {
-    // A run of equal bins in one thread's elements is one update: sorted or flat rows would
-    // otherwise send every lane of a warp to the same address.
-    uint32_t run_bin = 0, run_count = 0, run_sum = 0;
-    const auto flush = [&] {
-      if (run_count == 0) return;
-      atomicAdd(&h.count[run_bin], run_count);
-      if (Row::kHasMass && run_sum != 0) {
-        const uint32_t old = atomicAdd(&h.sum[run_bin], run_sum);
-        if (old + run_sum < old) atomicAdd(&h.carry[run_bin], 1u);  // this add wrapped around
-      }
-    };
+    // A run of equal bins in one thread's consecutive elements is one update: sorted or flat rows
+    // would otherwise send every lane of a warp to the same address. Runs end where the next
+    // element is in another bin or not counted, so no update depends on an earlier one; the
+    // wrap-around checks come after every update of the chunk is issued, so a thread's atomics
+    // are in flight together instead of each waiting for the old value returned by the last.
+    uint32_t bin[kElemsPerThread], run_sum[kElemsPerThread], old_sum[kElemsPerThread];
+    bool counted[kElemsPerThread];
 #pragma unroll
     for (uint32_t i = 0; i < kElemsPerThread; ++i) {
       const uint32_t key = ch.key[i];
@@ -371,17 +406,25 @@ __device__ __forceinline__ uint32_t build_histogram(const Src& src, int level, u
       const bool empty = key == Row::kEmptyKey;
       empties += in_range && empty ? 1u : 0u;
       if (in_range) max_key = max(max_key, key);
-      if (!in_range || empty) continue;
-      const uint32_t bin = (key >> shift) & mask;
-      if (bin != run_bin) {
-        flush();
-        run_bin = bin;
-        run_count = run_sum = 0;
-      }
-      ++run_count;
-      if (Row::kHasMass) run_sum += (key >> 1) & low_mask;
+      counted[i] = in_range && !empty;
+      bin[i] = (key >> shift) & mask;
     }
-    flush();
+    uint32_t run_count = 0, sum = 0;
+#pragma unroll
+    for (uint32_t i = 0; i < kElemsPerThread; ++i) {
+      run_count += counted[i] ? 1u : 0u;
+      if (Row::kHasMass) sum += counted[i] ? (ch.key[i] >> 1) & low_mask : 0u;
+      const bool run_ends = counted[i] && (i + 1 == kElemsPerThread || !counted[i + 1] || bin[i + 1] != bin[i]);
+      run_sum[i] = run_ends ? sum : 0u;
+      if (run_ends) atomicAdd(&h.count[bin[i]], run_count);
+      if (Row::kHasMass && run_sum[i] != 0) old_sum[i] = atomicAdd(&h.sum[bin[i]], run_sum[i]);
+      if (run_ends) run_count = sum = 0;
+    }
+    if (Row::kHasMass) {
+#pragma unroll
+      for (uint32_t i = 0; i < kElemsPerThread; ++i)  // this update wrapped around
+        if (run_sum[i] != 0 && old_sum[i] + run_sum[i] < old_sum[i]) atomicAdd(&h.carry[bin[i]], 1u);
+    }
   });
   empties = block_all_reduce(empties, Sum{}, s.uint_partials);  // also orders the atomics
   max_key = block_all_reduce(max_key, Max{}, s.uint_partials);
@@ -603,10 +646,10 @@ __device__ __forceinline__ uint32_t inverse_transform(const Src& src, uint32_t t
   constexpr uint32_t kNone = 0xffffffffu;
   double running = 0.0;
   uint32_t last_kept = 0;
-  const uint32_t chunks = src.num_chunks();
+  const uint32_t chunks = num_chunks(src);
   for (uint32_t c = 0; c < chunks; ++c) {
     Chunk ch;
-    src.load(c, ch);
+    load_chunk<false>(src, c, ch);
     double local = 0.0;
 #pragma unroll
     for (uint32_t i = 0; i < kElemsPerThread; ++i) {

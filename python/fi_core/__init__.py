@@ -18,6 +18,7 @@ from .decode import (
 )
 from .norm import fused_add_rmsnorm, gemma_fused_add_rmsnorm, gemma_rmsnorm, rmsnorm
 from .page import append_paged_kv_cache, get_batch_indices_positions, get_seq_lens
+from .prefill import single_prefill_with_kv_cache, single_prefill_with_kv_cache_return_lse
 from .rope import (
     apply_llama31_rope,
     apply_llama31_rope_inplace,
@@ -50,6 +51,7 @@ __all__ = [
     "build_info", "get_include", "__version__",
     "single_decode_with_kv_cache",
     "BatchDecodeWithPagedKVCacheWrapper", "CUDAGraphBatchDecodeWithPagedKVCacheWrapper",
+    "single_prefill_with_kv_cache", "single_prefill_with_kv_cache_return_lse",
     "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
     "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
     "apply_rope", "apply_rope_inplace", "apply_rope_pos_ids", "apply_rope_pos_ids_inplace",

@@ -184,3 +184,39 @@ def dtype_name(dtype: Any, name: str) -> str:
     if text not in known:
         raise TypeError(f"{name}: expected one of {', '.join(known)}, got {dtype!r}")
     return text
+
+
+# attention_inputs' v when k holds both keys and values (a paged cache [pages, 2, ...]).
+KV_IN_K = object()
+
+
+def attention_inputs(q: Any, k: Any, v: Any, k_name: str = "k", v_name: str = "v"):
+    """(framework of q, q, k, v, fp8 name of the KV or None) for an attention call: q must not be
+    fp8; k and v share one dtype (fp8 travels as bytes, named by the last value). v is KV_IN_K
+    when k holds both."""
+    framework = framework_of(q, "q")
+    q_in, q_fp8 = framework.kernel_input(q)
+    if q_fp8:
+        raise TypeError(f"q: expected dtype float16 or bfloat16, got {q_fp8}")
+    k_in, k_fp8 = kernel_input(k, k_name)
+    v_in, v_fp8 = (None, k_fp8) if v is KV_IN_K else kernel_input(v, v_name)
+    if k_fp8 != v_fp8:
+        raise TypeError(f"{v_name}: expected the dtype of {k_name} ({k_fp8 or 'not fp8'}), "
+                        f"got {v_fp8 or 'not fp8'}")
+    return framework, q_in, k_in, v_in, k_fp8
+
+
+def attention_outputs(framework: Framework, q: Any, out: Any, lse: Any, return_lse: bool):
+    """(out, lse, return_lse): out like q, and lse float32 of q's leading shape (all but head_dim)
+    when asked for; given arrays are checked to be CUDA arrays and used as they are."""
+    from ._options import optional_flag
+    return_lse = optional_flag(return_lse, "return_lse") or lse is not None
+    if out is None:
+        out = framework.empty(q.shape, None, "out")
+    else:
+        framework_of(out, "out")
+    if return_lse and lse is None:
+        lse = framework.empty(tuple(q.shape[:-1]), "float32", "lse")
+    elif lse is not None:
+        framework_of(lse, "lse")
+    return out, lse, return_lse

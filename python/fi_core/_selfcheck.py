@@ -9,7 +9,7 @@ import statistics
 
 import numpy as np
 
-from .decode import single_decode_with_kv_cache
+from .decode import BatchDecodeWithPagedKVCacheWrapper, single_decode_with_kv_cache
 
 
 class _Torch:
@@ -127,6 +127,33 @@ def _elapsed_ms(backend, start, stop):
     return backend.cupy.cuda.get_elapsed_time(start, stop)
 
 
+def _check_batch_decode(backend, head_dim) -> bool:
+    """Batch decode of three requests over a paged cache with pages in random order."""
+    kv_lens, page_size = [1, 4097, 300], 16
+    pages = [-(-n // page_size) for n in kv_lens]
+    indptr = np.concatenate([[0], np.cumsum(pages)]).astype(np.int32)
+    indices = np.random.default_rng(0).permutation(int(indptr[-1]) + 5)[: indptr[-1]].astype(np.int32)
+    last = np.array([n - (p - 1) * page_size for n, p in zip(kv_lens, pages)], dtype=np.int32)
+    cache = backend.randn((int(indptr[-1]) + 5, 2, page_size, 8, head_dim), 6)
+    q = backend.randn((len(kv_lens), 32, head_dim), 7)
+    wrapper = BatchDecodeWithPagedKVCacheWrapper(backend.empty_bytes(64 << 20))
+    wrapper.plan(indptr, indices, last, 32, 8, head_dim, page_size, q_data_type=backend.half_name)
+    out = backend.to_numpy(wrapper.run(q, cache))
+    cache_np, q_np = backend.to_numpy(cache), backend.to_numpy(q)
+    worst = 0.0
+    for b, n in enumerate(kv_lens):
+        ids = indices[indptr[b]:indptr[b + 1]]
+        k = cache_np[ids, 0].reshape(-1, 8, head_dim)[:n]
+        v = cache_np[ids, 1].reshape(-1, 8, head_dim)[:n]
+        ref, _ = reference_decode(q_np[b], k, v, 1 / math.sqrt(head_dim))
+        worst = max(worst, float(np.linalg.norm(out[b] - ref) / np.linalg.norm(ref)))
+    ok = bool(np.isfinite(out).all() and worst < 1e-2)
+    kernel = "tensor cores" if wrapper.plan_info()["tensor_cores"] else "CUDA cores"
+    print(f"self-check batch_decode {backend.half_name} d={head_dim} 32/8 heads, kv_len {kv_lens}, page "
+          f"size {page_size} ({kernel}): worst relative error {worst:.2e} -> {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
 def run(head_dims) -> bool:
     backend = _backend()
     if backend is None:
@@ -148,6 +175,7 @@ def run(head_dims) -> bool:
     ok = bool(np.isfinite(got_out).all() and rel < 1e-2 and lse_err < 1e-2)
     print(f"self-check single_decode {backend.half_name} d={head_dim} 32/8 heads kv_len=3001: "
           f"relative error {rel:.2e}, lse error {lse_err:.2e} -> {'PASS' if ok else 'FAIL'}")
+    ok = _check_batch_decode(backend, head_dim) and ok
 
     # Speed: a KV cache far larger than L2, against a device-to-device copy of 1 GiB.
     kv_len = 131072

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple, Union
 
 from . import _C
-from ._frameworks import dtype_name, framework_of, host_int32, kernel_input, plain_input, stream_handle
+from ._frameworks import (KV_IN_K, attention_inputs, attention_outputs, dtype_name, framework_of,
+                          host_int32, plain_input, stream_handle)
 from ._options import integer, kv_layout_code, optional_flag, pos_encoding_code, scalar
 
 
@@ -52,24 +53,8 @@ def single_decode_with_kv_cache(
     optional_flag(use_tensor_cores, "use_tensor_cores")
     tensor_cores = -1 if use_tensor_cores is None else int(use_tensor_cores)
     window_left = integer(window_left, "window_left")
-    framework = framework_of(q, "q")
-    q_in, q_fp8 = framework.kernel_input(q)
-    if q_fp8:
-        raise TypeError(f"q: expected dtype float16 or bfloat16, got {q_fp8}")
-    k_in, k_fp8 = kernel_input(k, "k")
-    v_in, v_fp8 = kernel_input(v, "v")
-    if k_fp8 != v_fp8:
-        raise TypeError(f"v: expected the dtype of k ({k_fp8 or 'not fp8'}), got {v_fp8 or 'not fp8'}")
-    return_lse = optional_flag(return_lse, "return_lse") or lse is not None
-
-    if out is None:
-        out = framework.empty(q.shape, None, "out")
-    else:
-        framework_of(out, "out")
-    if return_lse and lse is None:
-        lse = framework.empty((q.shape[0],), "float32", "lse")
-    elif lse is not None:
-        framework_of(lse, "lse")
+    framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, k, v)
+    out, lse, return_lse = attention_outputs(framework, q, out, lse, return_lse)
 
     options = dict(
         kv_fp8_dtype=k_fp8,
@@ -219,30 +204,17 @@ class BatchDecodeWithPagedKVCacheWrapper:
                             "pass q_scale, k_scale, v_scale, out, lse, return_lse by keyword")
         if not self._plan.planned:
             raise RuntimeError("run: plan() must succeed before run()")
-        framework = framework_of(q, "q")
-        q_in = plain_input(q, "q", "float16 or bfloat16")
         if isinstance(paged_kv_cache, (tuple, list)):
             if len(paged_kv_cache) != 2:
                 raise ValueError(f"paged_kv_cache: expected one array or a (k_cache, v_cache) pair, "
                                  f"got a sequence of {len(paged_kv_cache)}")
-            k_in, k_fp8 = kernel_input(paged_kv_cache[0], "k_cache")
-            v_in, v_fp8 = kernel_input(paged_kv_cache[1], "v_cache")
-            if k_fp8 != v_fp8:
-                raise TypeError(f"v_cache: expected the dtype of k_cache ({k_fp8 or 'not fp8'}), "
-                                f"got {v_fp8 or 'not fp8'}")
+            framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, paged_kv_cache[0], paged_kv_cache[1],
+                                                                  "k_cache", "v_cache")
             kv_in = None
         else:
-            kv_in, k_fp8 = kernel_input(paged_kv_cache, "paged_kv_cache")
+            framework, q_in, kv_in, _, k_fp8 = attention_inputs(q, paged_kv_cache, KV_IN_K, "paged_kv_cache")
             k_in = v_in = None
-        return_lse = optional_flag(return_lse, "return_lse") or lse is not None
-        if out is None:
-            out = framework.empty(q.shape, None, "out")
-        else:
-            framework_of(out, "out")
-        if return_lse and lse is None:
-            lse = framework.empty(tuple(q.shape[:2]), "float32", "lse")
-        elif lse is not None:
-            framework_of(lse, "lse")
+        out, lse, return_lse = attention_outputs(framework, q, out, lse, return_lse)
         _C.batch_decode(self._plan, q_in, kv_in, k_in, v_in, kv_fp8_dtype=k_fp8, kv_layout=self._kv_layout,
                         out=out, lse=lse, q_scale=scalar(q_scale, 1.0, "q_scale"),
                         k_scale=scalar(k_scale, 1.0, "k_scale"), v_scale=scalar(v_scale, 1.0, "v_scale"),

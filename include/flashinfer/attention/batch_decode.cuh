@@ -181,7 +181,7 @@ struct BatchDecode {
     auto merge = split_kv_merge<HEAD_DIM>(p);
     merge.state_indptr = state_indptr;
     merge.num_rows = batch;
-    return MergeStates(merge, stream);
+    return MergeStates(merge, stream, /*after_producer=*/true);
   }
 };
 

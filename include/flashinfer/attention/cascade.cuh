@@ -36,6 +36,22 @@ struct MergeStatesParams {
 
 constexpr uint32_t kMergeThreads = 128;
 
+// Programmatic dependent launch (sm_90): a kernel that produces states lets the merge launch
+// before it finishes (the merge's CTAs are scheduled while the producer's last CTAs run), and the
+// merge waits for the producer's results and memory before it reads any. Both are no-ops when the
+// merge was launched the ordinary way, and on earlier GPUs.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_producer() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 template <typename Op>
 __device__ __forceinline__ float warp_reduce(float x, Op op) {
 #pragma unroll
@@ -65,6 +81,7 @@ __global__ void __launch_bounds__(kMergeThreads)
     merge_states_kernel(const MergeStatesParams<DTypeIn, DTypeOut> p) {
   __shared__ float scratch[kMergeThreads / 32];
   __shared__ float partial[kMergeThreads][8];
+  wait_for_producer();
   const uint32_t row = blockIdx.x / p.num_heads, head = blockIdx.x % p.num_heads;
   const uint32_t tid = threadIdx.x;
   const auto max_op = [](float a, float b) { return fmaxf(a, b); };
@@ -119,15 +136,26 @@ __global__ void __launch_bounds__(kMergeThreads)
   }
 }
 
+// `after_producer`: launched right after the kernel that wrote the states, which calls
+// allow_dependent_launch(), so the two overlap (programmatic dependent launch).
 template <typename DTypeIn, typename DTypeOut>
-cudaError_t MergeStates(const MergeStatesParams<DTypeIn, DTypeOut>& params, cudaStream_t stream) {
+cudaError_t MergeStates(const MergeStatesParams<DTypeIn, DTypeOut>& params, cudaStream_t stream,
+                        bool after_producer = false) {
   const uint32_t slices = params.head_dim / 8;
   if (params.head_dim % 8 != 0 || slices == 0 || slices > kMergeThreads || (slices & (slices - 1)) != 0)
     return cudaErrorInvalidValue;  // head_dim must be 8 x a power of two, at most 1024
   const uint32_t blocks = params.num_rows * params.num_heads;
   if (blocks == 0) return cudaSuccess;
-  merge_states_kernel<DTypeIn, DTypeOut><<<blocks, kMergeThreads, 0, stream>>>(params);
-  return cudaGetLastError();
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(kMergeThreads);
+  config.stream = stream;
+  cudaLaunchAttribute overlap[1];
+  overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = overlap;
+  config.numAttrs = after_producer ? 1 : 0;
+  return cudaLaunchKernelEx(&config, merge_states_kernel<DTypeIn, DTypeOut>, params);
 }
 
 }  // namespace attention

@@ -139,6 +139,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const Problem p)
   constexpr uint32_t kStepTokens = Traits::kTokensPerStep;
   constexpr uint32_t H = HEADS_PER_CTA;
 
+  allow_dependent_launch();  // the merge of split-KV states may start launching now
   const DecodeWork w = p.work();
   if (w.request < 0) return;
 

@@ -68,6 +68,7 @@ __global__ void __launch_bounds__(DecodeTensorCoreTraits<HEAD_DIM>::kThreads)
   constexpr uint32_t kStages = Traits::kStages, kStepTokens = Traits::kStepTokens;
   constexpr uint32_t kChunks = Traits::kChunks, kRows = Traits::kRows;
 
+  allow_dependent_launch();  // the merge of split-KV states may start launching now
   const DecodeWork w = p.work();
   if (w.request < 0) return;
 

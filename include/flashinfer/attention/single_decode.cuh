@@ -83,7 +83,7 @@ struct SingleDecode {
     auto merge = split_kv_merge<HEAD_DIM>(p);
     merge.num_rows = 1;
     merge.num_states = plan.num_chunks;
-    return MergeStates(merge, stream);
+    return MergeStates(merge, stream, /*after_producer=*/true);
   }
 };
 

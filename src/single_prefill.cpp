@@ -1,0 +1,127 @@
+// Host entry point of single-request prefill: validation, then dispatch to an instantiation.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "checks.h"
+#include "dispatch.h"
+#include "fi_core/api.h"
+#include "single_prefill_problem.h"
+
+namespace fi_core {
+namespace {
+
+using detail::SinglePrefillProblem;
+
+Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
+  Checker c;
+  c.present(a.q, "q").on_cuda(a.q, "q").dtype_in(a.q, "q", {DType::kFloat16, DType::kBFloat16});
+  c.ndim(a.q, "q", 3, "[qo_len, num_qo_heads, head_dim]").last_dim_contiguous(a.q, "q");
+  c.require(a.kv_layout == KVLayout::kNHD || a.kv_layout == KVLayout::kHND, [&] {
+    return "kv_layout: expected NHD (0) or HND (1), got " + std::to_string(int(a.kv_layout));
+  });
+  const bool nhd = a.kv_layout == KVLayout::kNHD;
+  const char* kv_dims = nhd ? "[kv_len, num_kv_heads, head_dim]" : "[num_kv_heads, kv_len, head_dim]";
+  const std::initializer_list<DType> kv_dtypes = {DType::kFloat16, DType::kBFloat16,
+                                                  DType::kFloat8E4M3, DType::kFloat8E5M2};
+  c.present(a.k, "k").on_cuda(a.k, "k").dtype_in(a.k, "k", kv_dtypes);
+  c.require(a.k.dtype == a.q.dtype, [&] {
+    return std::string("k: expected the dtype of q (") + dtype_name(a.q.dtype) + "), got " +
+           dtype_name(a.k.dtype) + " (prefill takes q and KV of one 16-bit dtype; fp8 KV is not supported yet)";
+  });
+  c.ndim(a.k, "k", 3, kv_dims).last_dim_contiguous(a.k, "k").same_device(a.k, "k", a.q, "q");
+  c.present(a.v, "v").on_cuda(a.v, "v").dtype_in(a.v, "v", {a.k.dtype}).ndim(a.v, "v", 3, kv_dims);
+  c.last_dim_contiguous(a.v, "v").same_device(a.v, "v", a.q, "q");
+  if (!c.ok()) return c.status();
+
+  const int64_t qo_len = a.q.shape[0], num_qo_heads = a.q.shape[1], head_dim = a.q.shape[2];
+  const int n_axis = nhd ? 0 : 1, h_axis = nhd ? 1 : 0;
+  const int64_t kv_len = a.k.shape[n_axis], num_kv_heads = a.k.shape[h_axis];
+  const std::vector<int64_t> kv_shape = {a.k.shape[0], a.k.shape[1], head_dim};
+  c.shape(a.k, "k", kv_shape, kv_dims).shape(a.v, "v", kv_shape, kv_dims);
+  c.attention_heads(head_dim, "q.shape[2]", num_qo_heads, num_kv_heads);
+  c.require(qo_len <= kv_len, [&] {
+    return "q: expected qo_len (q.shape[0]) <= kv_len (" + std::to_string(kv_len) + "), got " +
+           std::to_string(qo_len);
+  });
+  c.require(kv_len < std::numeric_limits<int32_t>::max(), [&] {
+    return "k: expected kv_len below 2^31, got " + std::to_string(kv_len);
+  });
+  // Query heads are the grid's y dimension.
+  c.require(num_qo_heads <= 65535, [&] {
+    return "q: expected at most 65535 query heads (q.shape[1]), got " + std::to_string(num_qo_heads);
+  });
+
+  c.present(a.out, "out").on_cuda(a.out, "out").dtype_in(a.out, "out", {a.q.dtype});
+  c.shape(a.out, "out", {qo_len, num_qo_heads, head_dim}, "[qo_len, num_qo_heads, head_dim]");
+  c.last_dim_contiguous(a.out, "out").same_device(a.out, "out", a.q, "q");
+  if (a.lse.present()) {
+    c.on_cuda(a.lse, "lse").dtype_in(a.lse, "lse", {DType::kFloat32});
+    c.shape(a.lse, "lse", {qo_len, num_qo_heads}, "[qo_len, num_qo_heads]").last_dim_contiguous(a.lse, "lse");
+    c.same_device(a.lse, "lse", a.q, "q");
+  }
+  // Rows move as 16-byte chunks.
+  c.rows_aligned(a.q, "q", 16).rows_aligned(a.out, "out", 16).rows_aligned(a.k, "k", 16).rows_aligned(a.v, "v", 16);
+
+  c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale,
+                      a.rope_theta);
+  c.require(a.pos_encoding_mode != PosEncodingMode::kRoPELlama, [] {
+    return std::string("pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA (RoPE on the fly is not "
+                       "supported by prefill yet; apply fi_core.apply_rope to q and k first)");
+  });
+  if (!c.ok()) return c.status();
+
+  pr->q = a.q.data;
+  pr->k = a.k.data;
+  pr->v = a.v.data;
+  pr->out = a.out.data;
+  pr->lse = a.lse.present() ? static_cast<float*>(a.lse.data) : nullptr;
+  pr->q_stride_n = a.q.strides[0];
+  pr->q_stride_h = a.q.strides[1];
+  pr->o_stride_n = a.out.strides[0];
+  pr->o_stride_h = a.out.strides[1];
+  pr->k_stride_n = a.k.strides[n_axis];
+  pr->k_stride_h = a.k.strides[h_axis];
+  pr->v_stride_n = a.v.strides[n_axis];
+  pr->v_stride_h = a.v.strides[h_axis];
+  pr->lse_stride_n = a.lse.present() ? a.lse.strides[0] : 0;
+  pr->qo_len = uint32_t(qo_len);
+  pr->kv_len = uint32_t(kv_len);
+  pr->num_qo_heads = uint32_t(num_qo_heads);
+  pr->num_kv_heads = uint32_t(num_kv_heads);
+  pr->causal = a.causal;
+  pr->window_left = a.window_left;
+  pr->use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
+  pr->sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(head_dim));
+  pr->logits_soft_cap = a.logits_soft_cap;
+  pr->device = a.q.device;
+  return Status::Ok();
+}
+
+struct RunOp {
+  const SinglePrefillProblem& problem;
+  cudaStream_t stream;
+  // Only q == KV pairs are instantiated; make_problem has rejected the others.
+  template <int D, DType Q, DType KV>
+  cudaError_t call() const {
+    if constexpr (Q == KV) {
+      return detail::run_single_prefill_kernel<D, Q>(problem, stream);
+    } else {
+      return cudaErrorInvalidValue;
+    }
+  }
+};
+
+}  // namespace
+
+Status single_prefill(const SinglePrefillArgs& args, cudaStream_t stream) {
+  SinglePrefillProblem problem{};
+  Status st = make_problem(args, &problem);
+  if (!st.ok()) return st;
+  detail::DeviceGuard guard(problem.device);
+  return detail::cuda_status(detail::dispatch_attention(int(args.q.shape[2]), args.q.dtype, args.k.dtype,
+                                                        RunOp{problem, stream}),
+                             "single_prefill");
+}
+
+}  // namespace fi_core

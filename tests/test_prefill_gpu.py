@@ -1,0 +1,176 @@
+"""single_prefill_with_kv_cache against a float64 reference written from DESIGN.md's definitions,
+on fresh random inputs with NaN-poisoned outputs: dtypes x head dims x layouts x GQA groups x
+(qo_len, kv_len) x causal, then the logits variants, views and edge cases."""
+
+import math
+
+import pytest
+
+from conftest import HAS_GPU, case_seed, requires_gpu
+
+pytestmark = [pytest.mark.gpu, requires_gpu]
+
+if HAS_GPU:
+    import torch
+
+    import fi_core
+    from reference import alibi_slopes
+
+    HEAD_DIMS = fi_core.build_info()["head_dims"]
+else:
+    HEAD_DIMS = [128]
+
+DTYPES = ["float16", "bfloat16"]
+GROUP_SIZES = [1, 4, 8]
+# (qo_len, kv_len): single token, partial and exact 64-row tiles, appends, a long prompt.
+LENGTHS = [(1, 1), (1, 300), (37, 37), (64, 200), (129, 129), (700, 1500), (2000, 2000)]
+NUM_KV_HEADS = 2
+LN2 = math.log(2.0)
+
+
+def prefill_reference(q, k, v, causal=False, kv_layout="NHD", pos_encoding_mode="NONE", window_left=-1,
+                      logits_soft_cap=0.0, sm_scale=None):
+    """q [qo_len, H, D]; k, v [kv_len, Hkv, D] (NHD) or [Hkv, kv_len, D] (HND). Query row i sits at
+    position i + kv_len - qo_len. Returns (out [qo_len, H, D], lse [qo_len, H] base 2) in float64;
+    one head at a time so that the [qo_len, kv_len] logits stay small."""
+    q, k, v = q.double(), k.double(), v.double()
+    if kv_layout == "HND":
+        k, v = k.transpose(0, 1), v.transpose(0, 1)
+    qo_len, num_heads, d = q.shape
+    kv_len, num_kv_heads = k.shape[0], k.shape[1]
+    group = num_heads // num_kv_heads
+    sm_scale = 1.0 / math.sqrt(d) if sm_scale is None else sm_scale
+    q_pos = torch.arange(qo_len, device=q.device)[:, None] + (kv_len - qo_len)
+    k_pos = torch.arange(kv_len, device=q.device)[None, :]
+    visible = torch.ones(qo_len, kv_len, dtype=torch.bool, device=q.device)
+    if causal:
+        visible &= k_pos <= q_pos
+    if window_left >= 0:
+        visible &= k_pos >= q_pos - window_left
+    slopes = alibi_slopes(num_heads)
+    out = torch.empty_like(q)
+    lse = torch.empty(qo_len, num_heads, dtype=torch.float64, device=q.device)
+    for h in range(num_heads):
+        logits = (q[:, h] @ k[:, h // group].T) * sm_scale
+        if pos_encoding_mode == "ALIBI":
+            logits = logits + slopes[h].item() * (k_pos - q_pos).double()
+        if logits_soft_cap > 0:
+            logits = logits_soft_cap * torch.tanh(logits / logits_soft_cap)
+        logits = logits.masked_fill(~visible, float("-inf"))
+        row_lse = torch.logsumexp(logits, dim=1)
+        out[:, h] = torch.exp(logits - row_lse[:, None]).nan_to_num(0.0) @ v[:, h // group]
+        lse[:, h] = row_lse / LN2
+    return out, lse
+
+
+def make_inputs(dtype, head_dim, group, qo_len, kv_len, layout, seed):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    dt = getattr(torch, dtype)
+    q = torch.randn(qo_len, NUM_KV_HEADS * group, head_dim, device="cuda", generator=gen).to(dt)
+    shape = (kv_len, NUM_KV_HEADS, head_dim) if layout == "NHD" else (NUM_KV_HEADS, kv_len, head_dim)
+    k = torch.randn(shape, device="cuda", generator=gen).to(dt)
+    v = torch.randn(shape, device="cuda", generator=gen).to(dt)
+    return q, k, v
+
+
+def check(out, lse, ref_out, ref_lse, dtype, tol_scale=1.0):
+    """Relative L2 error of the whole output, a bound on each element, and lse per row."""
+    tol = (1e-2 if dtype == "bfloat16" else 3e-3) * tol_scale
+    out = out.double()
+    assert torch.isfinite(out).all(), "out: non-finite (unwritten or NaN) elements"
+    err = (out - ref_out).norm() / ref_out.norm().clamp_min(1e-30)
+    assert err < tol, f"out: relative L2 error {err:.3e} >= {tol}"
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=float(8 * tol * ref_out.abs().max()), msg="out")
+    if lse is not None:
+        assert not torch.isnan(lse).any(), "lse: unwritten (NaN) elements"
+        torch.testing.assert_close(lse.double(), ref_lse, rtol=0, atol=2e-3 * (1 + ref_lse.abs().max().item()))
+
+
+def run_case(dtype, head_dim, layout, group, qo_len, kv_len, causal, seed, tol_scale=1.0, **opts):
+    q, k, v = make_inputs(dtype, head_dim, group, qo_len, kv_len, layout, seed)
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full(q.shape[:2], float("nan"), device="cuda")
+    got = fi_core.single_prefill_with_kv_cache(q, k, v, causal=causal, kv_layout=layout, out=out, lse=lse, **opts)
+    assert got[0] is out and got[1] is lse
+    ref_out, ref_lse = prefill_reference(q, k, v, causal=causal, kv_layout=layout, **opts)
+    check(out, lse, ref_out, ref_lse, dtype, tol_scale)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("qo_len,kv_len", LENGTHS, ids=[f"q{a}_kv{b}" for a, b in LENGTHS])
+@pytest.mark.parametrize("group", GROUP_SIZES, ids=lambda g: f"g{g}")
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("head_dim", HEAD_DIMS, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_prefill_matches_reference(dtype, head_dim, layout, group, qo_len, kv_len, causal):
+    seed = case_seed("prefill", dtype, head_dim, layout, group, qo_len, kv_len, causal)
+    run_case(dtype, head_dim, layout, group, qo_len, kv_len, causal, seed)
+
+
+VARIANTS = {
+    "alibi": dict(pos_encoding_mode="ALIBI"),
+    "soft_cap": dict(logits_soft_cap=5.0, sm_scale=0.3),
+    "sm_scale": dict(sm_scale=0.05),
+    "window0": dict(window_left=0),
+    "window100": dict(window_left=100),
+    "window_alibi_cap": dict(window_left=70, pos_encoding_mode="ALIBI", logits_soft_cap=30.0),
+}
+VARIANT_LENGTHS = [(1, 513), (128, 128), (300, 1000)]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("qo_len,kv_len", VARIANT_LENGTHS, ids=[f"q{a}_kv{b}" for a, b in VARIANT_LENGTHS])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("head_dim", HEAD_DIMS, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_prefill_variants(dtype, head_dim, variant, qo_len, kv_len, causal):
+    seed = case_seed("prefill_variant", dtype, head_dim, variant, qo_len, kv_len, causal)
+    tol_scale = 2.0 if "logits_soft_cap" in VARIANTS[variant] else 1.0  # tanh.approx
+    run_case(dtype, head_dim, "NHD", 4, qo_len, kv_len, causal, seed, tol_scale, **VARIANTS[variant])
+
+
+@pytest.mark.parametrize("group", [2, 3, 16])
+def test_uneven_and_large_groups(group):
+    run_case("bfloat16", HEAD_DIMS[0], "HND", group, 200, 333, True, case_seed("prefill_group", group))
+
+
+def test_allocates_outputs_and_return_lse_forms():
+    q, k, v = make_inputs("bfloat16", HEAD_DIMS[0], 4, 100, 250, "NHD", case_seed("prefill_alloc"))
+    out = fi_core.single_prefill_with_kv_cache(q, k, v, causal=True)
+    assert isinstance(out, torch.Tensor) and out.dtype == q.dtype and out.shape == q.shape
+    out2, lse = fi_core.single_prefill_with_kv_cache_return_lse(q, k, v, causal=True)
+    assert lse.dtype == torch.float32 and lse.shape == q.shape[:2]
+    assert torch.equal(out, out2)
+    ref_out, ref_lse = prefill_reference(q, k, v, causal=True)
+    check(out, lse, ref_out, ref_lse, "bfloat16")
+
+
+def test_strided_views_into_larger_buffers():
+    # q heads, KV tokens and out rows are slices of larger buffers (non-contiguous leading strides).
+    head_dim = HEAD_DIMS[0]
+    gen = torch.Generator(device="cuda").manual_seed(case_seed("prefill_strided"))
+    big_q = torch.randn(90, 12, head_dim, device="cuda", generator=gen).half()
+    q = big_q[:, 2:10]
+    pool = torch.randn(2, 400, 4, head_dim, device="cuda", generator=gen).half()
+    k, v = pool[0, :, 1:3], pool[1, :, 1:3]
+    out_buf = torch.full((90, 8, 2 * head_dim), float("nan"), device="cuda", dtype=torch.float16)
+    out = out_buf[..., :head_dim]
+    lse_buf = torch.full((90, 16), float("nan"), device="cuda")
+    lse = lse_buf[:, :8]
+    fi_core.single_prefill_with_kv_cache(q, k, v, causal=True, out=out, lse=lse)
+    check(out, lse, *prefill_reference(q, k, v, causal=True), "float16")
+    assert torch.isnan(out_buf[..., head_dim:]).all(), "wrote outside the out view"
+    assert torch.isnan(lse_buf[:, 8:]).all(), "wrote outside the lse view"
+
+
+def test_empty_query_launches_nothing():
+    q, k, v = make_inputs("float16", HEAD_DIMS[0], 1, 0, 10, "NHD", 0)
+    out, lse = fi_core.single_prefill_with_kv_cache(q, k, v, causal=True, return_lse=True)
+    assert out.shape == q.shape and lse.shape == (0, NUM_KV_HEADS)
+
+
+def test_results_are_deterministic():
+    q, k, v = make_inputs("bfloat16", HEAD_DIMS[0], 8, 1000, 3000, "NHD", case_seed("prefill_determinism"))
+    a = fi_core.single_prefill_with_kv_cache(q, k, v, causal=True)
+    b = fi_core.single_prefill_with_kv_cache(q, k, v, causal=True)
+    assert torch.equal(a, b)

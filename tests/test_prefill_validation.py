@@ -1,0 +1,161 @@
+"""Every bad single_prefill_with_kv_cache argument raises TypeError/ValueError naming the argument,
+what was expected and what was given, before anything is launched. Runs without a GPU: the arrays
+are fake CUDA arrays (fake_arrays.py) whose memory is never touched."""
+
+import numpy as np
+import pytest
+
+import fi_core
+from fake_arrays import FakeCudaArray
+
+HEAD_DIM = fi_core.build_info()["head_dims"][0]
+QO_LEN, KV_LEN, HEADS, KV_HEADS = 5, 16, 8, 2
+
+
+def prefill_args(qo_len=QO_LEN, kv_len=KV_LEN, num_qo_heads=HEADS, num_kv_heads=KV_HEADS, head_dim=HEAD_DIM,
+                 q_dtype="float16", kv_dtype="float16", layout="NHD"):
+    kv_shape = (kv_len, num_kv_heads, head_dim) if layout == "NHD" else (num_kv_heads, kv_len, head_dim)
+    return dict(
+        q=FakeCudaArray((qo_len, num_qo_heads, head_dim), q_dtype),
+        k=FakeCudaArray(kv_shape, kv_dtype),
+        v=FakeCudaArray(kv_shape, kv_dtype),
+        out=FakeCudaArray((qo_len, num_qo_heads, head_dim), q_dtype),
+        kv_layout=layout,
+    )
+
+
+def call(**overrides):
+    args = prefill_args()
+    args.update(overrides)
+    q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
+    return fi_core.single_prefill_with_kv_cache(q, k, v, **args)
+
+
+def expect(exc, *fragments, **overrides):
+    with pytest.raises(exc) as info:
+        call(**overrides)
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
+def test_exported_like_flashinfer():
+    assert "single_prefill_with_kv_cache" in fi_core.__all__
+    assert fi_core.single_prefill_with_kv_cache_return_lse.keywords == {"return_lse": True}
+
+
+def test_cpu_and_non_arrays_rejected():
+    expect(TypeError, "q: expected a CUDA array", "CPU", q=np.zeros((QO_LEN, HEADS, HEAD_DIM), np.float16))
+    expect(TypeError, "k: expected a CUDA array", k=np.zeros((KV_LEN, KV_HEADS, HEAD_DIM), np.float16))
+    expect(TypeError, "v: expected a CUDA array supporting DLPack", "NoneType", v=None)
+
+
+def test_wrong_dtypes():
+    expect(TypeError, "q: expected dtype float16 or bfloat16, got float32",
+           q=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), "float32"))
+    expect(TypeError, "k: expected dtype float16, bfloat16, float8_e4m3fn or float8_e5m2, got int32",
+           k=FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), "int32"))
+    expect(TypeError, "v: expected dtype float16, got bfloat16",
+           v=FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), "bfloat16"))
+    expect(TypeError, "out: expected dtype float16, got bfloat16",
+           out=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), "bfloat16"))
+
+
+@pytest.mark.parametrize("kv_dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+def test_kv_dtype_must_be_q_dtype(kv_dtype):
+    kv = FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), kv_dtype)
+    expect(ValueError, f"k: expected the dtype of q (float16), got {kv_dtype}", "not supported yet", k=kv, v=kv)
+
+
+def test_wrong_rank_and_shapes():
+    expect(ValueError, "q: expected 3 dimensions [qo_len, num_qo_heads, head_dim], got 2",
+           q=FakeCudaArray((HEADS, HEAD_DIM)))
+    expect(ValueError, "k: expected 3 dimensions [kv_len, num_kv_heads, head_dim], got 4",
+           k=FakeCudaArray((1, KV_LEN, KV_HEADS, HEAD_DIM)))
+    expect(ValueError, "k: expected shape [kv_len, num_kv_heads, head_dim]",
+           k=FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM // 2)), v=FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM // 2)))
+    expect(ValueError, "v: expected shape", f"got (17, 2, {HEAD_DIM})", v=FakeCudaArray((17, KV_HEADS, HEAD_DIM)))
+    expect(ValueError, "out: expected shape [qo_len, num_qo_heads, head_dim]",
+           out=FakeCudaArray((QO_LEN + 1, HEADS, HEAD_DIM)))
+
+
+def test_qo_len_above_kv_len():
+    expect(ValueError, "q: expected qo_len (q.shape[0]) <= kv_len (16), got 17",
+           q=FakeCudaArray((17, HEADS, HEAD_DIM)), out=FakeCudaArray((17, HEADS, HEAD_DIM)))
+
+
+def test_group_size_must_divide():
+    expect(ValueError, "num_qo_heads: expected a positive multiple of num_kv_heads (4), got 6",
+           q=FakeCudaArray((QO_LEN, 6, HEAD_DIM)), out=FakeCudaArray((QO_LEN, 6, HEAD_DIM)),
+           k=FakeCudaArray((KV_LEN, 4, HEAD_DIM)), v=FakeCudaArray((KV_LEN, 4, HEAD_DIM)))
+
+
+def test_hnd_layout_reads_heads_from_dim0():
+    kv = FakeCudaArray((3, KV_LEN, HEAD_DIM))
+    expect(ValueError, "multiple of num_kv_heads (3)", kv_layout="HND", k=kv, v=kv)
+    expect(ValueError, "k: expected shape [num_kv_heads, kv_len, head_dim]", kv_layout="HND",
+           k=FakeCudaArray((KV_HEADS, KV_LEN, HEAD_DIM // 2)), v=FakeCudaArray((KV_HEADS, KV_LEN, HEAD_DIM // 2)))
+
+
+def test_head_dim_not_in_build_lists_the_build():
+    built = fi_core.build_info()["head_dims"]
+    missing = next(d for d in (32, 96, 160, 512) if d not in built)
+    kv = FakeCudaArray((KV_LEN, KV_HEADS, missing))
+    expect(ValueError, f"head_dim: {missing} (q.shape[2]) is not in this build; it has",
+           ", ".join(str(d) for d in built),
+           q=FakeCudaArray((QO_LEN, HEADS, missing)), k=kv, v=kv, out=FakeCudaArray((QO_LEN, HEADS, missing)))
+
+
+def test_layout_and_alignment():
+    expect(ValueError, "q: expected a contiguous last dimension (stride 1), got stride 2",
+           q=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), strides=(2 * HEADS * HEAD_DIM, 2 * HEAD_DIM, 2)))
+    expect(ValueError, "q: expected the data pointer and row strides aligned to 16 bytes",
+           q=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), misalign_bytes=2))
+    expect(ValueError, "v: expected the data pointer and row strides aligned to 16 bytes",
+           v=FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), strides=(KV_HEADS * HEAD_DIM + 1, HEAD_DIM, 1)))
+
+
+def test_arrays_on_different_devices():
+    expect(ValueError, "k: expected the device of q (cuda:0), got cuda:1",
+           k=FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), device=1))
+    expect(ValueError, "out: expected the device of q (cuda:0), got cuda:2",
+           out=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), device=2))
+
+
+def test_lse_checked():
+    expect(TypeError, "lse: expected dtype float32, got float16", lse=FakeCudaArray((QO_LEN, HEADS), "float16"))
+    expect(ValueError, f"lse: expected shape [qo_len, num_qo_heads] = ({QO_LEN}, {HEADS}), got ({HEADS},)",
+           lse=FakeCudaArray((HEADS,), "float32"))
+
+
+def test_unsupported_features_raise_clearly():
+    expect(ValueError, "custom_mask: custom masks are not supported yet", custom_mask=np.ones((QO_LEN, KV_LEN), bool))
+    expect(ValueError, "packed_custom_mask: custom masks are not supported yet",
+           packed_custom_mask=np.ones((QO_LEN * KV_LEN + 7) // 8, np.uint8))
+    expect(ValueError, "pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA", "not supported by prefill yet",
+           pos_encoding_mode="ROPE_LLAMA")
+
+
+def test_bad_options():
+    expect(ValueError, "kv_layout: expected one of 'NHD', 'HND', got 'NDH'", kv_layout="NDH")
+    expect(ValueError, "pos_encoding_mode: expected one of", pos_encoding_mode="ROPE")
+    expect(ValueError, "window_left: expected -1 (no window) or >= 0, got -2", window_left=-2)
+    expect(ValueError, "logits_soft_cap: expected >= 0", logits_soft_cap=-1.0)
+    expect(ValueError, "sm_scale: expected a positive number", sm_scale=float("nan"))
+    expect(ValueError, "rope_theta: expected a positive number", rope_theta=0.0)
+    expect(TypeError, "window_left: expected an int, got float", window_left=1.5)
+    expect(TypeError, "causal: expected a bool, got int", causal=1)
+    expect(TypeError, "return_lse: expected a bool, got str", return_lse="yes")
+
+
+def test_outputs_cannot_be_allocated_for_unknown_frameworks():
+    args = prefill_args()
+    with pytest.raises(TypeError, match="out: fi_core cannot allocate arrays of type FakeCudaArray"):
+        fi_core.single_prefill_with_kv_cache(args["q"], args["k"], args["v"])
+    with pytest.raises(TypeError, match="lse: fi_core cannot allocate"):
+        fi_core.single_prefill_with_kv_cache_return_lse(args["q"], args["k"], args["v"], out=args["out"])
+
+
+@pytest.mark.skipif(fi_core._C.cuda_device_count() > 0, reason="checks the no-GPU error path")
+def test_valid_arguments_without_a_gpu_raise_cuda_runtime_error():
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        call(causal=True, window_left=3, logits_soft_cap=2.0, pos_encoding_mode="ALIBI")
