@@ -237,6 +237,20 @@ Checker& Checker::attention_options(PosEncodingMode pos_encoding_mode, int32_t w
   return finite(rope_theta, "rope_theta", rope_theta > 0.f, "a positive number");
 }
 
+Checker& Checker::request_kv(const TensorView& k, const TensorView& v, const TensorView& q,
+                             KVLayout kv_layout) {
+  require(kv_layout == KVLayout::kNHD || kv_layout == KVLayout::kHND, [&] {
+    return "kv_layout: expected NHD (0) or HND (1), got " + std::to_string(int(kv_layout));
+  });
+  const char* dims = kv_layout == KVLayout::kNHD ? "[kv_len, num_kv_heads, head_dim]"
+                                                 : "[num_kv_heads, kv_len, head_dim]";
+  present(k, "k").on_cuda(k, "k");
+  dtype_in(k, "k", {DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3, DType::kFloat8E5M2});
+  ndim(k, "k", 3, dims).last_dim_contiguous(k, "k").same_device(k, "k", q, "q");
+  present(v, "v").on_cuda(v, "v").dtype_in(v, "v", {k.dtype}).ndim(v, "v", 3, dims);
+  return last_dim_contiguous(v, "v").same_device(v, "v", q, "q");
+}
+
 Checker& Checker::attention_heads(int64_t head_dim, const char* head_dim_source, int64_t num_qo_heads,
                                   int64_t num_kv_heads) {
   require(detail::head_dim_in_build(int(head_dim)), [&] {

@@ -58,6 +58,10 @@ class Checker {
   // softmax scale (0 = default), RoPE scale and theta.
   Checker& attention_options(PosEncodingMode pos_encoding_mode, int32_t window_left,
                              float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta);
+  // Contiguous (non-paged) k and v of one request: the layout code, then k and v as CUDA arrays
+  // [kv_len, num_kv_heads, head_dim] (NHD) or [num_kv_heads, kv_len, head_dim] (HND) of one
+  // 16-bit or fp8 dtype, with a contiguous last dimension, on q's device.
+  Checker& request_kv(const TensorView& k, const TensorView& v, const TensorView& q, KVLayout kv_layout);
   // head_dim compiled into this build, num_qo_heads a positive multiple of num_kv_heads.
   Checker& attention_heads(int64_t head_dim, const char* head_dim_source, int64_t num_qo_heads,
                            int64_t num_kv_heads);

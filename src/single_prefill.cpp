@@ -17,22 +17,14 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
   Checker c;
   c.present(a.q, "q").on_cuda(a.q, "q").dtype_in(a.q, "q", {DType::kFloat16, DType::kBFloat16});
   c.ndim(a.q, "q", 3, "[qo_len, num_qo_heads, head_dim]").last_dim_contiguous(a.q, "q");
-  c.require(a.kv_layout == KVLayout::kNHD || a.kv_layout == KVLayout::kHND, [&] {
-    return "kv_layout: expected NHD (0) or HND (1), got " + std::to_string(int(a.kv_layout));
-  });
-  const bool nhd = a.kv_layout == KVLayout::kNHD;
-  const char* kv_dims = nhd ? "[kv_len, num_kv_heads, head_dim]" : "[num_kv_heads, kv_len, head_dim]";
-  const std::initializer_list<DType> kv_dtypes = {DType::kFloat16, DType::kBFloat16,
-                                                  DType::kFloat8E4M3, DType::kFloat8E5M2};
-  c.present(a.k, "k").on_cuda(a.k, "k").dtype_in(a.k, "k", kv_dtypes);
-  c.require(a.k.dtype == a.q.dtype, [&] {
+  c.request_kv(a.k, a.v, a.q, a.kv_layout);
+  c.require(!c.ok() || a.k.dtype == a.q.dtype, [&] {
     return std::string("k: expected the dtype of q (") + dtype_name(a.q.dtype) + "), got " +
            dtype_name(a.k.dtype) + " (prefill takes q and KV of one 16-bit dtype; fp8 KV is not supported yet)";
   });
-  c.ndim(a.k, "k", 3, kv_dims).last_dim_contiguous(a.k, "k").same_device(a.k, "k", a.q, "q");
-  c.present(a.v, "v").on_cuda(a.v, "v").dtype_in(a.v, "v", {a.k.dtype}).ndim(a.v, "v", 3, kv_dims);
-  c.last_dim_contiguous(a.v, "v").same_device(a.v, "v", a.q, "q");
   if (!c.ok()) return c.status();
+  const bool nhd = a.kv_layout == KVLayout::kNHD;
+  const char* kv_dims = nhd ? "[kv_len, num_kv_heads, head_dim]" : "[num_kv_heads, kv_len, head_dim]";
 
   const int64_t qo_len = a.q.shape[0], num_qo_heads = a.q.shape[1], head_dim = a.q.shape[2];
   const int n_axis = nhd ? 0 : 1, h_axis = nhd ? 1 : 0;
