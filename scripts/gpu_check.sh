@@ -5,7 +5,9 @@
 #
 #   scripts/gpu_check.sh [--archs "90a"] [--head-dims "64;128;256"] [--bench "decode"]
 #                        [--full-bench] [--no-sanitizer] [--sanitize "decode ops:racecheck ..."]
-#                        [--tests "<pytest -k expression>"]
+#                        [--tests "<pytest -k expression>"] [--bench-filter "d=128 bf16"]
+#   --bench-filter: only the benchmark workloads whose "op label" contains every word (a full grid
+#   is larger than one 10-minute device call: split it over calls, e.g. by head dim)
 #
 # Wheels not installed on the GPU machine (nvidia-cutlass, flashinfer-python and its needs) are
 # taken from ./.whl when present (git-ignored; carry it). To fill it on a machine with PyPI:
@@ -21,6 +23,7 @@ ARCHS="90a"
 HEAD_DIMS="64;128;256"
 BENCH_SUITES="decode operators sampling"
 BENCH_FLAGS="--quick"
+BENCH_FILTER=()
 SANITIZER=1
 SANITIZE="decode batch_decode prefill ops sampling page cascade"  # kernel families run under compute-sanitizer
 TEST_FILTER=""
@@ -30,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --head-dims) HEAD_DIMS="$2"; shift 2 ;;
     --bench) BENCH_SUITES="$2"; shift 2 ;;
     --full-bench) BENCH_FLAGS=""; shift ;;
+    --bench-filter) for word in $2; do BENCH_FILTER+=(--filter "$word"); done; shift 2 ;;
     --no-sanitizer) SANITIZER=0; shift ;;
     --sanitize) SANITIZE="$2"; shift 2 ;;
     --tests) TEST_FILTER="$2"; shift 2 ;;
@@ -117,7 +121,8 @@ cd "$REPO"
 BENCH_DIR=/tmp/fi_core_bench
 rm -rf "$BENCH_DIR"
 for suite in $BENCH_SUITES; do
-  step "bench_$suite" "bench_$suite.log" python3 -m bench --suite "$suite" $BENCH_FLAGS --out "$BENCH_DIR"
+  step "bench_$suite" "bench_$suite.log" python3 -m bench --suite "$suite" $BENCH_FLAGS ${BENCH_FILTER[@]+"${BENCH_FILTER[@]}"} \
+    --out "$BENCH_DIR"
 done
 # One archive: the device returns only a few files per run.
 [[ -d "$BENCH_DIR" ]] && tar czf "$OUT/bench_results.tgz" -C "$BENCH_DIR" .
