@@ -100,13 +100,22 @@ Checker& device_int32_buffer(Checker& c, const TensorView& t, const char* name, 
   });
 }
 
-// The page table's consistency, read on the host: lengths, ordering, ranges.
-Status check_page_table(const BatchDecodePlanArgs& a, int64_t* min_num_pages) {
-  Checker c;
-  const auto* indptr = static_cast<const int32_t*>(a.indptr.data);
-  const auto* indices = static_cast<const int32_t*>(a.indices.data);
-  const auto* last = static_cast<const int32_t*>(a.last_page_len.data);
-  const int64_t batch = a.indptr.shape[0] - 1, num_indices = a.indices.shape[0];
+// The page table's lengths, read on the host: indptr [batch_size + 1] non-decreasing from >= 0,
+// last_page_len [batch_size] in [1, page_size] for requests with pages, every kv_len below 2^31.
+Checker& check_page_lengths(Checker& c, const TensorView& indptr_view, const TensorView& last_view,
+                            int64_t page_size) {
+  host_int32_vector(c, indptr_view, "indptr", "[batch_size + 1]");
+  host_int32_vector(c, last_view, "last_page_len", "[batch_size]");
+  if (!c.ok()) return c;
+  const int64_t batch = indptr_view.shape[0] - 1;
+  c.require(batch >= 0, [] { return std::string("indptr: expected batch_size + 1 >= 1 entries, got 0"); });
+  c.shape(last_view, "last_page_len", {batch}, "[batch_size] (indptr has batch_size + 1)");
+  c.require(page_size >= 1 && page_size < (int64_t(1) << 31), [&] {
+    return "page_size: expected a positive integer, got " + std::to_string(page_size);
+  });
+  if (!c.ok()) return c;
+  const auto* indptr = static_cast<const int32_t*>(indptr_view.data);
+  const auto* last = static_cast<const int32_t*>(last_view.data);
   c.require(indptr[0] >= 0, [&] { return "indptr: expected indptr[0] >= 0, got " + std::to_string(indptr[0]); });
   for (int64_t b = 0; b < batch && c.ok(); ++b) {
     c.require(indptr[b + 1] >= indptr[b], [&] {
@@ -114,25 +123,32 @@ Status check_page_table(const BatchDecodePlanArgs& a, int64_t* min_num_pages) {
              std::to_string(indptr[b + 1]) + " < " + at("indptr", b) + " = " + std::to_string(indptr[b]);
     });
     const bool has_pages = indptr[b + 1] > indptr[b];
-    c.require(!has_pages || (last[b] >= 1 && last[b] <= a.page_size), [&] {
-      return "last_page_len: expected values in [1, page_size = " + std::to_string(a.page_size) +
+    c.require(!has_pages || (last[b] >= 1 && last[b] <= page_size), [&] {
+      return "last_page_len: expected values in [1, page_size = " + std::to_string(page_size) +
              "], got " + at("last_page_len", b) + " = " + std::to_string(last[b]);
     });
-    const int64_t kv_len = has_pages ? (int64_t(indptr[b + 1]) - indptr[b] - 1) * a.page_size + last[b] : 0;
+    const int64_t kv_len = has_pages ? (int64_t(indptr[b + 1]) - indptr[b] - 1) * page_size + last[b] : 0;
     c.require(kv_len < std::numeric_limits<int32_t>::max(), [&] {
       return "indptr: expected kv_len below 2^31 per request, got " + std::to_string(kv_len) +
              " for request " + std::to_string(b);
     });
   }
-  c.require(!c.ok() || indptr[batch] <= num_indices, [&] {
-    return "indices: expected at least indptr[-1] = " + std::to_string(indptr[batch]) +
-           " entries, got " + std::to_string(num_indices);
-  });
-  if (!c.ok()) return c.status();
+  return c;
+}
+
+// The page ids: at least indptr[-1] of them; on the host, each >= 0, and `min_num_pages` = the
+// largest + 1 (run() checks the cache against it). Ids on the GPU are used in place, unread.
+Status check_page_ids(const BatchDecodePlanArgs& a, int64_t* min_num_pages) {
+  const auto* indptr = static_cast<const int32_t*>(a.indptr.data);
+  const int32_t used = indptr[a.indptr.shape[0] - 1];
   *min_num_pages = 0;
-  if (a.indices.device >= 0) return Status::Ok();  // on the GPU: used in place, not read here
+  if (used > a.indices.shape[0])
+    return {StatusCode::kValueError, "indices: expected at least indptr[-1] = " + std::to_string(used) +
+                                         " entries, got " + std::to_string(a.indices.shape[0])};
+  if (a.indices.device >= 0) return Status::Ok();
+  const auto* indices = static_cast<const int32_t*>(a.indices.data);
   int32_t largest = -1;
-  for (int64_t i = indptr[0]; i < indptr[batch]; ++i) {
+  for (int64_t i = indptr[0]; i < used; ++i) {
     if (indices[i] < 0)
       return {StatusCode::kValueError,
               "indices: expected page ids >= 0, got " + at("indices", i) + " = " + std::to_string(indices[i])};
@@ -144,17 +160,10 @@ Status check_page_table(const BatchDecodePlanArgs& a, int64_t* min_num_pages) {
 
 Status check_plan_args(const BatchDecodePlanArgs& a) {
   Checker c;
-  host_int32_vector(c, a.indptr, "indptr", "[batch_size + 1]");
   c.present(a.indices, "indices").dtype_in(a.indices, "indices", {DType::kInt32});
   c.ndim(a.indices, "indices", 1, "[num_pages_used]").contiguous(a.indices, "indices");
-  host_int32_vector(c, a.last_page_len, "last_page_len", "[batch_size]");
-  if (!c.ok()) return c.status();
+  if (!check_page_lengths(c, a.indptr, a.last_page_len, a.page_size).ok()) return c.status();
   const int64_t batch = a.indptr.shape[0] - 1;
-  c.require(batch >= 0, [] { return std::string("indptr: expected batch_size + 1 >= 1 entries, got 0"); });
-  c.shape(a.last_page_len, "last_page_len", {batch}, "[batch_size] (indptr has batch_size + 1)");
-  c.require(a.page_size >= 1 && a.page_size < (int64_t(1) << 31), [&] {
-    return "page_size: expected a positive integer, got " + std::to_string(a.page_size);
-  });
   c.attention_heads(a.head_dim, "head_dim", a.num_qo_heads, a.num_kv_heads);
   c.require(a.q_dtype == DType::kFloat16 || a.q_dtype == DType::kBFloat16, [&] {
     return std::string("q_data_type: expected float16 or bfloat16, got ") + dtype_name(a.q_dtype);
@@ -172,7 +181,7 @@ Status check_plan_args(const BatchDecodePlanArgs& a) {
   if (a.indices.device >= 0) c.same_device(a.indices, "indices", a.workspace, "workspace");
   if (!c.ok()) return c.status();
   if (a.use_cuda_graph) {
-    const int64_t num_indices = std::max<int32_t>(static_cast<const int32_t*>(a.indptr.data)[batch], 0);
+    const int64_t num_indices = static_cast<const int32_t*>(a.indptr.data)[batch];
     device_int32_buffer(c, a.indices_buffer, "paged_kv_indices_buffer", num_indices, a.workspace);
     if (a.indptr_buffer.present())
       device_int32_buffer(c, a.indptr_buffer, "paged_kv_indptr_buffer", batch + 1, a.workspace);
@@ -211,17 +220,17 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
   Status st = check_plan_args(a);
   if (!st.ok()) return st;
   int64_t min_num_pages = 0;
-  st = check_page_table(a, &min_num_pages);
+  st = check_page_ids(a, &min_num_pages);
   if (!st.ok()) return st;
 
   BatchDecodePlan::Impl& p = plan->impl();
   p.planned = false;
   const int device = a.workspace.device;
   detail::DeviceGuard guard(device);
-  // Tensor cores pay off once a group has several heads to fill the mma rows.
-  const bool tensor_cores_possible = a.q_dtype == a.kv_dtype && a.pos_encoding_mode != PosEncodingMode::kRoPELlama;
-  const bool tensor_cores = tensor_cores_possible &&
-                            (a.use_tensor_cores > 0 || (a.use_tensor_cores < 0 && a.num_qo_heads / a.num_kv_heads >= 4));
+  // q and KV of one dtype are one 16-bit type here (q is never fp8).
+  const bool tensor_cores = flashinfer::attention::choose_tensor_cores(
+      a.q_dtype == a.kv_dtype, a.pos_encoding_mode == PosEncodingMode::kRoPELlama, a.use_tensor_cores,
+      uint32_t(a.num_qo_heads / a.num_kv_heads));
   uint32_t max_items = 0, tokens_per_step = 0;
   st = detail::cuda_status(
       detail::dispatch_attention(int(a.head_dim), a.q_dtype, a.kv_dtype,
@@ -332,29 +341,13 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
 Status schedule_batch_decode(const TensorView& indptr, const TensorView& last_page_len, int64_t page_size,
                              int32_t window_left, uint32_t max_items, uint32_t tokens_per_step,
                              uint32_t grid_size, BatchDecodeSchedule* out) {
-  BatchDecodePlanArgs a;
-  a.indptr = indptr;
-  a.last_page_len = last_page_len;
-  a.page_size = page_size;
   Checker c;
-  host_int32_vector(c, indptr, "indptr", "[batch_size + 1]");
-  host_int32_vector(c, last_page_len, "last_page_len", "[batch_size]");
-  c.require(!c.ok() || indptr.shape[0] >= 1, [] { return std::string("indptr: expected batch_size + 1 >= 1 entries, got 0"); });
-  if (!c.ok()) return c.status();
-  c.shape(last_page_len, "last_page_len", {indptr.shape[0] - 1}, "[batch_size] (indptr has batch_size + 1)");
-  c.require(page_size >= 1 && tokens_per_step >= 1 && max_items >= 1, [] {
-    return std::string("page_size, tokens_per_step, max_items: expected positive values");
+  check_page_lengths(c, indptr, last_page_len, page_size);
+  c.require(!c.ok() || (tokens_per_step >= 1 && max_items >= 1), [&] {
+    return "tokens_per_step, max_items: expected positive values, got " + std::to_string(tokens_per_step) +
+           ", " + std::to_string(max_items);
   });
   if (!c.ok()) return c.status();
-  // The page ids themselves do not shape the schedule: check the table against an empty index list
-  // of the right length.
-  std::vector<int32_t> no_pages(size_t(std::max(static_cast<const int32_t*>(indptr.data)[indptr.shape[0] - 1], 0)), 0);
-  a.indices = indptr;
-  a.indices.data = no_pages.data();
-  a.indices.shape[0] = int64_t(no_pages.size());
-  int64_t unused = 0;
-  Status st = check_page_table(a, &unused);
-  if (!st.ok()) return st;
   flashinfer::attention::BatchDecodeSchedule s;
   flashinfer::attention::schedule_batch_decode(
       static_cast<const int32_t*>(indptr.data), static_cast<const int32_t*>(last_page_len.data),

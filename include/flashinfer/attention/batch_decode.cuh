@@ -145,28 +145,14 @@ inline void schedule_batch_decode(const int32_t* indptr, const int32_t* last_pag
 template <uint32_t HEAD_DIM, typename DTypeQ, typename DTypeKV, typename DTypeO>
 struct BatchDecode {
   using Params = BatchDecodeParams<DTypeQ, DTypeKV, DTypeO>;
-  using Kernels = DecodeKernels<HEAD_DIM, Params>;
-  using TensorCoreKernels = DecodeTensorCoreKernels<HEAD_DIM, Params>;
-  static constexpr bool kTensorCores = std::is_same_v<DTypeQ, DTypeKV> && sizeof(DTypeKV) == 2;
 
   // Grid columns of one wave for this head configuration (each column is num_kv_heads x head
   // tiles CTAs), and the kernel's step, which chunk lengths are multiples of.
   static cudaError_t capacity(uint32_t num_qo_heads, uint32_t num_kv_heads, bool rope, bool tensor_cores,
                               int device, uint32_t* max_items, uint32_t* tokens_per_step) {
-    const uint32_t group_size = num_qo_heads / num_kv_heads;
-    uint32_t wave = 0, head_tiles = 0;
-    cudaError_t err = cudaSuccess;
-    if constexpr (kTensorCores) {
-      if (tensor_cores) {
-        head_tiles = TensorCoreKernels::head_tiles(group_size);
-        err = TensorCoreKernels::wave_ctas(device, &wave, tokens_per_step);
-      }
-    }
-    if (head_tiles == 0) {
-      const uint32_t heads = Kernels::heads_per_cta(group_size);
-      head_tiles = math::ceil_div(group_size, heads);
-      err = Kernels::wave_ctas(heads, rope, device, &wave, tokens_per_step);
-    }
+    uint32_t wave = 0, head_tiles = 1;
+    const cudaError_t err = decode_launch_shape<HEAD_DIM, Params>(num_qo_heads / num_kv_heads, rope, tensor_cores,
+                                                                  device, &wave, &head_tiles, tokens_per_step);
     *max_items = std::max(1u, wave / (num_kv_heads * head_tiles));
     return err;
   }

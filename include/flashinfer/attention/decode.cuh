@@ -13,11 +13,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 #include "../cp_async.cuh"
+#include "../device_cache.cuh"
 #include "../math.cuh"
 #include "../pos_enc.cuh"
 #include "../vec_dtypes.cuh"
@@ -390,14 +390,10 @@ struct DecodeKernels {
       constexpr uint32_t H = decltype(h)::value;
       constexpr bool ROPE = decltype(r)::value;
       *tokens_per_step = DecodeTraits<HEAD_DIM, H>::kTokensPerStep;
-      constexpr int kMaxDevices = 64;
-      static std::atomic<int> cache[kMaxDevices] = {};
-      const bool cached = device >= 0 && device < kMaxDevices;
-      if (cached && (*ctas_per_sm = cache[device].load()) > 0) return cudaSuccess;
-      cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          ctas_per_sm, kernel<H, ROPE>(), kDecodeThreads, 0);
-      if (err == cudaSuccess && cached) cache[device].store(*ctas_per_sm);
-      return err;
+      static PerDeviceValue resident;
+      return resident.get(device, ctas_per_sm, [](int* value) {
+        return cudaOccupancyMaxActiveBlocksPerMultiprocessor(value, kernel<H, ROPE>(), kDecodeThreads, 0);
+      });
     });
   }
 

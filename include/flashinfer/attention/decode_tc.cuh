@@ -15,11 +15,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 #include "../cp_async.cuh"
+#include "../device_cache.cuh"
 #include "../math.cuh"
 #include "../mma.cuh"
 #include "../pos_enc.cuh"
@@ -280,13 +280,9 @@ struct DecodeTensorCoreKernels {
   using Location = typename Problem::Sequence::Location;
   static constexpr size_t kSmemBytes = Traits::template smem_bytes<Location>();
 
-  static cudaError_t prepare() {
-    static std::atomic<bool> done{false};
-    if (done.load()) return cudaSuccess;
-    cudaError_t err = cudaFuncSetAttribute(decode_tc_kernel<HEAD_DIM, Problem>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSmemBytes));
-    if (err == cudaSuccess) done.store(true);
-    return err;
+  static cudaError_t allow_smem() {
+    static PerDeviceValue opted_in;
+    return allow_dynamic_smem(opted_in, decode_tc_kernel<HEAD_DIM, Problem>, kSmemBytes);
   }
 
   static uint32_t head_tiles(uint32_t group_size) { return math::ceil_div(group_size, Traits::kRows); }
@@ -294,25 +290,23 @@ struct DecodeTensorCoreKernels {
   // CTAs that fit on the whole device at once (cached per device), and the kernel's step.
   static cudaError_t wave_ctas(int device, uint32_t* ctas, uint32_t* tokens_per_step) {
     *tokens_per_step = Traits::kStepTokens;
-    constexpr int kMaxDevices = 64;
-    static std::atomic<int> cache[kMaxDevices] = {};
-    const bool cached = device >= 0 && device < kMaxDevices;
-    int ctas_per_sm = cached ? cache[device].load() : 0;
-    int num_sms = 0;
+    static PerDeviceValue resident;
+    int num_sms = 0, ctas_per_sm = 0;
     cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
-    if (err == cudaSuccess && ctas_per_sm == 0) {
-      err = prepare();
-      if (err == cudaSuccess)
-        err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas_per_sm, decode_tc_kernel<HEAD_DIM, Problem>,
-                                                            Traits::kThreads, kSmemBytes);
-      if (err == cudaSuccess && cached) cache[device].store(ctas_per_sm);
+    if (err == cudaSuccess) {
+      err = resident.get(device, &ctas_per_sm, [](int* value) {
+        cudaError_t e = allow_smem();
+        return e != cudaSuccess ? e
+                                : cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                                      value, decode_tc_kernel<HEAD_DIM, Problem>, Traits::kThreads, kSmemBytes);
+      });
     }
     *ctas = uint32_t(num_sms) * uint32_t(std::max(ctas_per_sm, 1));
     return err;
   }
 
   static cudaError_t launch(const Problem& p, uint32_t grid_x, cudaStream_t stream) {
-    cudaError_t err = prepare();
+    cudaError_t err = allow_smem();
     if (err != cudaSuccess) return err;
     const dim3 grid(grid_x, p.num_kv_heads * head_tiles(p.num_qo_heads / p.num_kv_heads));
     decode_tc_kernel<HEAD_DIM, Problem><<<grid, Traits::kThreads, kSmemBytes, stream>>>(p);
@@ -320,12 +314,43 @@ struct DecodeTensorCoreKernels {
   }
 };
 
-// What single and batch decode share on the host: the launch on either kind of core, and the
-// merge of split-KV partial states (rows [partial_row][qo_head][dim]) into o and lse.
+// What single and batch decode share on the host: which kernel runs, its launch shape, the
+// launch, and the merge of split-KV partial states (rows [partial_row][qo_head][dim]) into o and
+// lse.
+
+// The tensor-core kernel exists for q and KV of one 16-bit type.
+template <typename Problem>
+constexpr bool kHasTensorCoreDecode =
+    std::is_same_v<typename Problem::DTypeQ, typename Problem::DTypeKV> && sizeof(typename Problem::DTypeKV) == 2;
+
+// Tensor cores where they exist (`available`) and RoPE is not fused, when asked for
+// (use_tensor_cores 1) or by default (-1) for groups of 4 or more query heads, whose per-key
+// CUDA-core work would otherwise hold the kernel below the memory bandwidth.
+inline bool choose_tensor_cores(bool available, bool rope, int use_tensor_cores, uint32_t group_size) {
+  return available && !rope && (use_tensor_cores > 0 || (use_tensor_cores < 0 && group_size >= 4));
+}
+
+// CTAs of the chosen kernel that fit on `device` at once (`wave`), CTAs per work item and KV head
+// (`head_tiles`), and the kernel step that chunk lengths are multiples of.
+template <uint32_t HEAD_DIM, typename Problem>
+cudaError_t decode_launch_shape(uint32_t group_size, bool rope, bool tensor_cores, int device, uint32_t* wave,
+                                uint32_t* head_tiles, uint32_t* tokens_per_step) {
+  if constexpr (kHasTensorCoreDecode<Problem>) {
+    if (tensor_cores) {
+      using TensorCoreKernels = DecodeTensorCoreKernels<HEAD_DIM, Problem>;
+      *head_tiles = TensorCoreKernels::head_tiles(group_size);
+      return TensorCoreKernels::wave_ctas(device, wave, tokens_per_step);
+    }
+  }
+  using Kernels = DecodeKernels<HEAD_DIM, Problem>;
+  const uint32_t heads = Kernels::heads_per_cta(group_size);
+  *head_tiles = math::ceil_div(group_size, heads);
+  return Kernels::wave_ctas(heads, rope, device, wave, tokens_per_step);
+}
+
 template <uint32_t HEAD_DIM, typename Problem>
 cudaError_t launch_decode(const Problem& p, bool tensor_cores, uint32_t grid_x, cudaStream_t stream) {
-  using DTypeKV = typename Problem::DTypeKV;
-  if constexpr (std::is_same_v<typename Problem::DTypeQ, DTypeKV> && sizeof(DTypeKV) == 2) {
+  if constexpr (kHasTensorCoreDecode<Problem>) {
     if (tensor_cores) return DecodeTensorCoreKernels<HEAD_DIM, Problem>::launch(p, grid_x, stream);
   }
   using Kernels = DecodeKernels<HEAD_DIM, Problem>;

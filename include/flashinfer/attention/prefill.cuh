@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "../cp_async.cuh"
+#include "../device_cache.cuh"
 #include "../math.cuh"
 #include "../mma.cuh"
 #include "../pos_enc.cuh"
@@ -241,9 +242,8 @@ struct SinglePrefill {
 
   static cudaError_t run(const Params& p, cudaStream_t stream) {
     if (p.qo_len == 0) return cudaSuccess;
-    // Set on every launch: the attribute belongs to the current device, which may change.
-    cudaError_t err = cudaFuncSetAttribute(single_prefill_kernel<HEAD_DIM, T>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(Traits::kSmemBytes));
+    static PerDeviceValue opted_in;
+    cudaError_t err = allow_dynamic_smem(opted_in, single_prefill_kernel<HEAD_DIM, T>, Traits::kSmemBytes);
     if (err != cudaSuccess) return err;
     const dim3 grid(math::ceil_div(p.qo_len, Traits::kQueryRows), p.num_qo_heads);
     single_prefill_kernel<HEAD_DIM, T><<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);

@@ -21,40 +21,25 @@ namespace attention {
 template <uint32_t HEAD_DIM, typename DTypeQ, typename DTypeKV, typename DTypeO>
 struct SingleDecode {
   using Params = SingleDecodeParams<DTypeQ, DTypeKV, DTypeO>;
-  using Kernels = DecodeKernels<HEAD_DIM, Params>;
-  using TensorCoreKernels = DecodeTensorCoreKernels<HEAD_DIM, Params>;
-  static constexpr bool kTensorCores = std::is_same_v<DTypeQ, DTypeKV> && sizeof(DTypeKV) == 2;
 
   struct Plan {
     bool tensor_cores = false;
-    uint32_t heads_per_cta = 1;  // CUDA-core kernel
     uint32_t kv_begin = 0;  // first visible key (sliding window)
     uint32_t chunk_len = 0;
     uint32_t num_chunks = 1;
     size_t workspace_bytes = 0;  // split-KV scratch the run needs
   };
 
-  // use_tensor_cores: 1 / 0, or -1 for tensor cores on groups of 4 or more heads (where possible:
-  // one 16-bit type, no RoPE).
+  // use_tensor_cores: 1 / 0, or -1 for the default (choose_tensor_cores).
   static cudaError_t plan(const Params& p, int device, int use_tensor_cores, Plan* plan) {
     const uint32_t group_size = p.num_qo_heads / p.num_kv_heads;
-    plan->tensor_cores = kTensorCores && !p.apply_rope &&
-                         (use_tensor_cores > 0 || (use_tensor_cores < 0 && group_size >= 4));
-    plan->heads_per_cta = Kernels::heads_per_cta(group_size);
+    plan->tensor_cores =
+        choose_tensor_cores(kHasTensorCoreDecode<Params>, p.apply_rope, use_tensor_cores, group_size);
     plan->kv_begin = visible_begin(p.kv_len, p.window_left);
     const uint32_t visible = p.kv_len - plan->kv_begin;
-    uint32_t wave = 0, tokens_per_step = 0, head_tiles = 0;
-    cudaError_t err = cudaSuccess;
-    if constexpr (kTensorCores) {
-      if (plan->tensor_cores) {
-        head_tiles = TensorCoreKernels::head_tiles(group_size);
-        err = TensorCoreKernels::wave_ctas(device, &wave, &tokens_per_step);
-      }
-    }
-    if (!plan->tensor_cores) {
-      head_tiles = math::ceil_div(group_size, plan->heads_per_cta);
-      err = Kernels::wave_ctas(plan->heads_per_cta, p.apply_rope, device, &wave, &tokens_per_step);
-    }
+    uint32_t wave = 0, head_tiles = 0, tokens_per_step = 0;
+    cudaError_t err = decode_launch_shape<HEAD_DIM, Params>(group_size, p.apply_rope, plan->tensor_cores, device,
+                                                            &wave, &head_tiles, &tokens_per_step);
     if (err != cudaSuccess) return err;
 
     // One full wave: as many chunks as leave every resident CTA slot busy, no more.
