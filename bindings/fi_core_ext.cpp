@@ -4,6 +4,9 @@
 #include "common.h"
 
 namespace fi_core_bindings {
+
+void bind_quantization(nb::module_& m);  // quantization_ext.cpp
+
 namespace {
 
 nb::dict build_info_dict() {
@@ -34,4 +37,5 @@ NB_MODULE(_C, m) {
   bind_page(m);
   bind_cascade(m);
   bind_prefill(m);
+  bind_quantization(m);
 }

@@ -25,7 +25,7 @@ BENCH_SUITES="decode operators sampling"
 BENCH_FLAGS="--quick"
 BENCH_FILTER=()
 SANITIZER=1
-SANITIZE="decode batch_decode prefill ops sampling page cascade"  # kernel families run under compute-sanitizer
+SANITIZE="decode batch_decode prefill batch_prefill ops sampling page cascade quantization"  # kernel families run under compute-sanitizer
 TEST_FILTER=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -105,6 +105,10 @@ sanitize prefill memcheck "$T/test_prefill_gpu.py" \
   -k "(matches_reference and d128 and g4 and (q1_kv300 or q129_kv129 or q700_kv1500)) or (variants and d128 and float16 and q300_kv1000) or strided or empty or uneven"
 sanitize prefill racecheck "$T/test_prefill_gpu.py" \
   -k "matches_reference and d128 and g4 and NHD and (q37_kv37 or q129_kv129)"
+sanitize batch_prefill memcheck "$T/test_batch_prefill_gpu.py" \
+  -k "(matches_reference and d128 and bfloat16 and NHD and (ragged or paged1)) or split or groups or strided or empty or graph or run_validation"
+sanitize batch_prefill racecheck "$T/test_batch_prefill_gpu.py" \
+  -k "(matches_reference and d128 and float16 and paged16 and HND and causal) or (decode_like and paged16 and g8) or (split and ragged and causal)"
 sanitize ops memcheck "$T/test_norm_gpu.py" "$T/test_activation_gpu.py" "$T/test_rope_gpu.py" \
   -k "not matches_reference and not cos_sin_cache or test_cos_sin_cache_with_3d"
 sanitize ops racecheck "$T/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)"
@@ -116,6 +120,8 @@ sanitize page memcheck "$T/test_page_gpu.py" \
 sanitize cascade memcheck "$T/test_cascade_gpu.py" \
   -k "strided or (in_place and d100) or out_is_an_input or empty or (matches_reference and (d3 or d1000 or d1024))"
 sanitize cascade racecheck "$T/test_cascade_gpu.py" -k "in_place and d256"
+sanitize quantization memcheck "$T/test_quantization_gpu.py" \
+  -k "not stream and not second_device and (not matches_numpy or n0 or n9 or (n4097 and big) or mixed or (long_and_short and cuda_int32))"
 
 cd "$REPO"
 BENCH_DIR=/tmp/fi_core_bench

@@ -39,9 +39,14 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
   c.require(kv_len < std::numeric_limits<int32_t>::max(), [&] {
     return "k: expected kv_len below 2^31, got " + std::to_string(kv_len);
   });
-  // Query heads are the grid's y dimension.
+  // KV heads are the grid's y dimension (checked through the query heads, their multiple).
   c.require(num_qo_heads <= 65535, [&] {
     return "q: expected at most 65535 query heads (q.shape[1]), got " + std::to_string(num_qo_heads);
+  });
+  // Packed query rows (token x group size) are divided with a fast divisor exact below 2^31.
+  c.require(!c.ok() || qo_len * (num_qo_heads / num_kv_heads) < std::numeric_limits<int32_t>::max(), [&] {
+    return "q: expected qo_len x (num_qo_heads / num_kv_heads) below 2^31, got " + std::to_string(qo_len) +
+           " x " + std::to_string(num_qo_heads / num_kv_heads);
   });
 
   c.present(a.out, "out").on_cuda(a.out, "out").dtype_in(a.out, "out", {a.q.dtype});

@@ -28,10 +28,13 @@ cudaError_t run_single_prefill_kernel(const SinglePrefillProblem& pr, cudaStream
   p.v_stride_h = pr.v_stride_h;
   p.lse_stride_n = pr.lse_stride_n;
   p.qo_len = pr.qo_len;
+  p.kv_len = pr.kv_len;
   p.num_qo_heads = pr.num_qo_heads;
   p.num_kv_heads = pr.num_kv_heads;
-  p.mask = {pr.kv_len, pr.kv_len - pr.qo_len, pr.window_left, pr.causal};
+  p.causal = pr.causal;
+  p.window_left = pr.window_left;
   p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
+  p.v_scale = 1.f;
   return Kernel::run(p, stream);
 }
 

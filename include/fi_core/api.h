@@ -8,4 +8,5 @@
 #include "fi_core/ops.h"
 #include "fi_core/page.h"
 #include "fi_core/prefill.h"
+#include "fi_core/quantization.h"
 #include "fi_core/sampling.h"

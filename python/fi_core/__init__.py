@@ -18,7 +18,13 @@ from .decode import (
 )
 from .norm import fused_add_rmsnorm, gemma_fused_add_rmsnorm, gemma_rmsnorm, rmsnorm
 from .page import append_paged_kv_cache, get_batch_indices_positions, get_seq_lens
-from .prefill import single_prefill_with_kv_cache, single_prefill_with_kv_cache_return_lse
+from .prefill import (
+    BatchPrefillWithPagedKVCacheWrapper,
+    BatchPrefillWithRaggedKVCacheWrapper,
+    single_prefill_with_kv_cache,
+    single_prefill_with_kv_cache_return_lse,
+)
+from .quantization import packbits, segment_packbits
 from .rope import (
     apply_llama31_rope,
     apply_llama31_rope_inplace,
@@ -52,6 +58,7 @@ __all__ = [
     "single_decode_with_kv_cache",
     "BatchDecodeWithPagedKVCacheWrapper", "CUDAGraphBatchDecodeWithPagedKVCacheWrapper",
     "single_prefill_with_kv_cache", "single_prefill_with_kv_cache_return_lse",
+    "BatchPrefillWithPagedKVCacheWrapper", "BatchPrefillWithRaggedKVCacheWrapper",
     "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
     "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
     "apply_rope", "apply_rope_inplace", "apply_rope_pos_ids", "apply_rope_pos_ids_inplace",
@@ -65,6 +72,7 @@ __all__ = [
     "chain_speculative_sampling",
     "append_paged_kv_cache", "get_batch_indices_positions", "get_seq_lens",
     "merge_state", "merge_state_in_place", "merge_states",
+    "packbits", "segment_packbits",
 ]
 
 

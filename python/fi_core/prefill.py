@@ -6,8 +6,15 @@ import functools
 from typing import Any, Optional, Tuple, Union
 
 from . import _C
-from ._frameworks import attention_inputs, attention_outputs, stream_handle
+from ._frameworks import (KV_IN_K, attention_inputs, attention_outputs, dtype_name, framework_of, host_int32,
+                          plain_input, stream_handle)
 from ._options import integer, kv_layout_code, optional_flag, pos_encoding_code, scalar
+
+
+def _no_custom_mask(**masks: Any) -> None:
+    for arg, value in masks.items():
+        if value is not None:
+            raise ValueError(f"{arg}: custom masks are not supported yet by fi_core prefill; expected None")
 
 
 def single_prefill_with_kv_cache(
@@ -47,9 +54,7 @@ def single_prefill_with_kv_cache(
     (or an `lse=` buffer) the float32 base-2 log-sum-exp [qo_len, num_qo_heads]. `out=`/`lse=`
     are written in place. Runs on `stream` or the framework's current stream.
     """
-    if custom_mask is not None or packed_custom_mask is not None:
-        arg = "custom_mask" if custom_mask is not None else "packed_custom_mask"
-        raise ValueError(f"{arg}: custom masks are not supported yet by fi_core prefill; expected None")
+    _no_custom_mask(custom_mask=custom_mask, packed_custom_mask=packed_custom_mask)
     causal = optional_flag(causal, "causal")
     optional_flag(use_fp16_qk_reduction, "use_fp16_qk_reduction")
     layout = kv_layout_code(kv_layout)
@@ -77,3 +82,269 @@ def single_prefill_with_kv_cache(
 
 # FlashInfer defines it the same way, so positional and keyword calls behave alike.
 single_prefill_with_kv_cache_return_lse = functools.partial(single_prefill_with_kv_cache, return_lse=True)
+
+
+def _on_gpu(x: Any) -> bool:
+    return hasattr(x, "__dlpack_device__") and int(x.__dlpack_device__()[0]) != 1
+
+
+class _BatchPrefillWrapper:
+    """What the paged and the ragged wrappers share: workspace, CUDA-graph buffers, plan, run."""
+
+    _paged = True
+    # Constructor names of the CUDA-graph buffers: qo_indptr, kv_indptr, then paged-only ones.
+    _buffer_names: Tuple[str, ...] = ()
+
+    def __init__(self, float_workspace_buffer: Any, kv_layout: str, use_cuda_graph: bool, buffers: Tuple[Any, ...],
+                 custom_mask_buf: Any, mask_indptr_buf: Any, backend: str):
+        _no_custom_mask(custom_mask_buf=custom_mask_buf, mask_indptr_buf=mask_indptr_buf)
+        if backend not in ("auto", "fa2"):
+            raise ValueError(f"backend: expected 'auto' or 'fa2' (fi_core prefill runs its FA2 kernel), got {backend!r}")
+        self._kv_layout_name = kv_layout
+        self._kv_layout = kv_layout_code(kv_layout)
+        self._use_cuda_graph = optional_flag(use_cuda_graph, "use_cuda_graph")
+        self._workspace_framework = framework_of(float_workspace_buffer, "float_workspace_buffer")
+        self._workspace = plain_input(float_workspace_buffer, "float_workspace_buffer", "uint8")
+        self._buffers = buffers
+        self._fixed_batch_size = None
+        if self._use_cuda_graph:
+            for buffer, buffer_name in zip(buffers, self._buffer_names):
+                if buffer is None:
+                    raise TypeError(f"{buffer_name}: expected an int32 CUDA array with use_cuda_graph=True, got None")
+                framework_of(buffer, buffer_name)
+            self._fixed_batch_size = int(buffers[0].shape[0]) - 1
+        self._plan = _C.BatchPrefillPlan()
+        self._indices = None
+
+    @property
+    def is_cuda_graph_enabled(self) -> bool:
+        return self._use_cuda_graph
+
+    def reset_workspace_buffer(self, float_workspace_buffer: Any, int_workspace_buffer: Any = None) -> None:
+        """Switches to another workspace; takes effect at the next plan()."""
+        self._workspace_framework = framework_of(float_workspace_buffer, "float_workspace_buffer")
+        self._workspace = plain_input(float_workspace_buffer, "float_workspace_buffer", "uint8")
+
+    def _plan_batch(self, qo_indptr, kv_indptr, indices, last_page_len, page_size, num_qo_heads, num_kv_heads,
+                    head_dim_qk, head_dim_vo, custom_mask, packed_custom_mask, causal, pos_encoding_mode,
+                    use_fp16_qk_reduction, sm_scale, window_left, logits_soft_cap, rope_scale, rope_theta,
+                    q_data_type, kv_data_type, stream):
+        _no_custom_mask(custom_mask=custom_mask, packed_custom_mask=packed_custom_mask)
+        head_dim_qk = integer(head_dim_qk, "head_dim_qk")
+        if head_dim_vo is not None and integer(head_dim_vo, "head_dim_vo") != head_dim_qk:
+            raise ValueError(f"head_dim_vo: expected None or head_dim_qk ({head_dim_qk}), got {head_dim_vo} "
+                             "(different head dims for q.k and v are not supported yet)")
+        optional_flag(use_fp16_qk_reduction, "use_fp16_qk_reduction")
+        kv_name = "paged_kv_indptr" if self._paged else "kv_indptr"
+        qo_host = host_int32(qo_indptr, "qo_indptr")
+        kv_host = host_int32(kv_indptr, kv_name)
+        indices_arg = last_host = None
+        if self._paged:
+            # Page ids on the GPU are used where they are (as FlashInfer does): the plan neither copies
+            # nor checks them, and the wrapper keeps them alive for its runs.
+            indices_arg = (plain_input(indices, "paged_kv_indices", "int32") if _on_gpu(indices)
+                           else host_int32(indices, "paged_kv_indices"))
+            last_host = host_int32(last_page_len, "paged_kv_last_page_len")
+        if self._fixed_batch_size is not None and qo_host.shape[:1] != (self._fixed_batch_size + 1,):
+            raise ValueError(f"qo_indptr: expected batch_size + 1 = {self._fixed_batch_size + 1} entries "
+                             f"(the batch size is fixed by {self._buffer_names[0]} with use_cuda_graph), "
+                             f"got shape {tuple(qo_host.shape)}")
+        q_dtype = dtype_name(q_data_type, "q_data_type")
+        kv_dtype = q_dtype if kv_data_type is None else dtype_name(kv_data_type, "kv_data_type")
+        buffers = [plain_input(b, n, "int32") for b, n in zip(self._buffers, self._buffer_names)] \
+            if self._use_cuda_graph else []
+        buffers += [None] * (4 - len(buffers))
+        _C.plan_batch_prefill(
+            self._plan, self._paged, qo_host, kv_host, indices_arg, last_host, page_size, self._workspace,
+            self._use_cuda_graph, buffers[0], buffers[1], buffers[2], buffers[3],
+            num_qo_heads=integer(num_qo_heads, "num_qo_heads"),
+            num_kv_heads=integer(num_kv_heads, "num_kv_heads"), head_dim=head_dim_qk,
+            q_dtype=q_dtype, kv_dtype=kv_dtype, causal=optional_flag(causal, "causal"),
+            pos_encoding_mode=pos_encoding_code(pos_encoding_mode),
+            window_left=integer(window_left, "window_left"),
+            logits_soft_cap=scalar(logits_soft_cap, 0.0, "logits_soft_cap"),
+            sm_scale=scalar(sm_scale, 0.0, "sm_scale"), rope_scale=scalar(rope_scale, 1.0, "rope_scale"),
+            rope_theta=scalar(rope_theta, 1e4, "rope_theta"),
+            stream=stream_handle(stream, self._workspace_framework))
+        self._indices = indices_arg
+
+    def _run_batch(self, q, kv_arrays, names, out, lse, return_lse, stream):
+        if not self._plan.planned:
+            raise RuntimeError("run: plan() must succeed before run()")
+        k, v = kv_arrays
+        framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, k, v, *names)
+        if k_fp8:
+            raise ValueError(f"{names[0]}: expected the dtype of q, got {k_fp8} (fp8 KV is not supported by "
+                             "prefill yet)")
+        out, lse, return_lse = attention_outputs(framework, q, out, lse, return_lse)
+        arrays = dict(paged_kv_cache=None, k_cache=None, v_cache=None, k=None, v=None)
+        if v is KV_IN_K:
+            arrays["paged_kv_cache"] = k_in
+        else:
+            arrays[names[0]], arrays[names[1]] = k_in, v_in
+        _C.batch_prefill(self._plan, q_in, arrays["paged_kv_cache"], arrays["k_cache"], arrays["v_cache"],
+                         arrays["k"], arrays["v"], kv_layout=self._kv_layout, out=out, lse=lse,
+                         stream=stream_handle(stream, framework), synchronize=framework.synchronize)
+        return (out, lse) if return_lse else out
+
+    def plan_info(self) -> dict:
+        """What the last plan decided: query tile, tiles, CTA columns, grid, split, bytes."""
+        p = self._plan
+        return dict(batch_size=p.batch_size, total_qo_len=p.total_qo_len, query_tile_rows=p.query_tile_rows,
+                    num_tiles=p.num_tiles, num_work_items=p.num_work_items, grid_size=p.grid_size,
+                    chunk_len=p.chunk_len, num_partial_states=p.num_partial_states,
+                    workspace_bytes=p.workspace_bytes)
+
+
+_PLAN_DOC = """
+        Query rows: request b owns rows qo_indptr[b]:qo_indptr[b + 1] of q and has kv_len >= qo_len
+        keys; its query row i sits at position i + kv_len - qo_len (append; causal masks are
+        bottom-right aligned). Index arrays are read on the host (GPU arrays are copied back, which
+        waits for them). num_qo_heads must be a multiple of num_kv_heads (GQA); head_dim_vo must be
+        None or head_dim_qk. pos_encoding_mode: "NONE" or "ALIBI"; window_left >= 0 keeps that many
+        keys before each query's position; logits_soft_cap > 0 applies cap * tanh(logits / cap);
+        sm_scale defaults to 1/sqrt(head_dim). kv_data_type defaults to q_data_type and must equal it.
+        Not supported yet (ValueError): custom masks, "ROPE_LLAMA", fp8 KV.
+
+        The schedule (query tiles of 16 or 64 packed token x head rows, chosen from the average
+        qo_len x group size; the keys of each tile cut into chunks when the tiles alone would leave
+        the GPU underfilled) is copied to the GPU on `stream` (default: the workspace framework's
+        current stream) from pinned memory, so plan() returns without waiting for the GPU;
+        non_blocking is accepted for compatibility. With use_cuda_graph the first plan fixes the
+        batch size, the query tile and the most query rows later plans may have.
+"""
+
+
+class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
+    """Prefill / append attention for a batch of requests over a paged KV cache (FlashInfer's wrapper).
+
+    plan() does the host work once per step (validation, tiling and scheduling, one asynchronous
+    copy of the schedule into `float_workspace_buffer`); run() only launches kernels, for every
+    layer: no allocation (with out=/lse= given), no synchronization, capturable in a CUDA graph.
+
+    float_workspace_buffer: a CUDA byte buffer the plan lives in (FlashInfer's 128 MB is plenty);
+    keep it alive and do not reuse it while this wrapper's runs are pending.
+    kv_layout: "NHD" (pages [page_size, num_kv_heads, head_dim]) or "HND" ([num_kv_heads,
+    page_size, head_dim]).
+    use_cuda_graph: the launch shape no longer depends on the plan, so a graph captured after one
+    plan replays correctly after later plans of the same batch size with at most as many query
+    rows; needs qo_indptr_buf [batch_size + 1], paged_kv_indptr_buf [batch_size + 1],
+    paged_kv_indices_buf (room for every page id) and paged_kv_last_page_len_buf [batch_size]
+    (int32 CUDA arrays), which fix the batch size; plan() copies the index arrays into them.
+    custom_mask_buf / mask_indptr_buf: custom masks are not supported yet (must be None).
+    backend: "auto" or "fa2" (the same tensor-core kernel).
+    """
+
+    _paged = True
+    _buffer_names = ("qo_indptr_buf", "paged_kv_indptr_buf", "paged_kv_indices_buf", "paged_kv_last_page_len_buf")
+
+    def __init__(self, float_workspace_buffer: Any, kv_layout: str = "NHD", use_cuda_graph: bool = False,
+                 qo_indptr_buf: Any = None, paged_kv_indptr_buf: Any = None, paged_kv_indices_buf: Any = None,
+                 paged_kv_last_page_len_buf: Any = None, custom_mask_buf: Any = None, mask_indptr_buf: Any = None,
+                 backend: str = "auto", jit_args: Any = None):
+        super().__init__(float_workspace_buffer, kv_layout, use_cuda_graph,
+                         (qo_indptr_buf, paged_kv_indptr_buf, paged_kv_indices_buf, paged_kv_last_page_len_buf),
+                         custom_mask_buf, mask_indptr_buf, backend)
+
+    def plan(self, qo_indptr: Any, paged_kv_indptr: Any, paged_kv_indices: Any, paged_kv_last_page_len: Any,
+             num_qo_heads: int, num_kv_heads: int, head_dim_qk: int, page_size: int,
+             head_dim_vo: Optional[int] = None, custom_mask: Any = None, packed_custom_mask: Any = None,
+             causal: bool = False, pos_encoding_mode: str = "NONE", use_fp16_qk_reduction: bool = False,
+             sm_scale: Optional[float] = None, window_left: int = -1, logits_soft_cap: Optional[float] = None,
+             rope_scale: Optional[float] = None, rope_theta: Optional[float] = None,
+             q_data_type: Any = "float16", kv_data_type: Any = None, non_blocking: bool = True,
+             stream: Any = None) -> None:
+        """Plans prefill for a batch whose page table is paged_kv_indptr [batch_size + 1],
+        paged_kv_indices and paged_kv_last_page_len [batch_size] (int32): request b owns pages
+        paged_kv_indices[paged_kv_indptr[b]:paged_kv_indptr[b + 1]], the last holding
+        paged_kv_last_page_len[b] in [1, page_size] tokens. Page ids on the host are checked (>= 0,
+        within the cache at run()) and copied with the schedule; page ids on the GPU are used in
+        place, unchecked, and must stay unchanged until the runs are done.
+        """
+        self._plan_batch(qo_indptr, paged_kv_indptr, paged_kv_indices, paged_kv_last_page_len,
+                         integer(page_size, "page_size"), num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
+                         custom_mask, packed_custom_mask, causal, pos_encoding_mode, use_fp16_qk_reduction,
+                         sm_scale, window_left, logits_soft_cap, rope_scale, rope_theta, q_data_type,
+                         kv_data_type, stream)
+
+    plan.__doc__ += _PLAN_DOC
+
+    def run(self, q: Any, paged_kv_cache: Any, *args: Any, k_scale: Optional[float] = None,
+            v_scale: Optional[float] = None, out: Any = None, lse: Any = None, return_lse: bool = False,
+            stream: Any = None) -> Union[Any, Tuple[Any, Any]]:
+        """Attention of q [qo_indptr[-1], num_qo_heads, head_dim] over the planned pages of
+        paged_kv_cache: one array [num_pages, 2, page_size, num_kv_heads, head_dim] (NHD; HND:
+        [num_pages, 2, num_kv_heads, page_size, head_dim]) or a (k_cache, v_cache) pair without the
+        "2" dimension, in q's dtype. Any page strides work (the cache may be a slice of a larger
+        pool). k_scale / v_scale are for fp8 caches, not supported yet: leave them None.
+
+        Returns out like q in q's dtype and framework, and with return_lse (or lse=) the float32
+        base-2 log-sum-exp [qo_indptr[-1], num_qo_heads].
+        """
+        if args:
+            raise TypeError(f"run: unexpected positional arguments after paged_kv_cache ({len(args)} given); "
+                            "pass k_scale, v_scale, out, lse, return_lse by keyword")
+        for arg, value in (("k_scale", k_scale), ("v_scale", v_scale)):
+            if value is not None and scalar(value, 1.0, arg) != 1.0:
+                raise ValueError(f"{arg}: expected None (scales apply to fp8 KV, which prefill does not support "
+                                 f"yet), got {value}")
+        if isinstance(paged_kv_cache, (tuple, list)):
+            if len(paged_kv_cache) != 2:
+                raise ValueError(f"paged_kv_cache: expected one array or a (k_cache, v_cache) pair, "
+                                 f"got a sequence of {len(paged_kv_cache)}")
+            return self._run_batch(q, tuple(paged_kv_cache), ("k_cache", "v_cache"), out, lse, return_lse, stream)
+        return self._run_batch(q, (paged_kv_cache, KV_IN_K), ("paged_kv_cache", "paged_kv_cache"), out, lse,
+                               return_lse, stream)
+
+    forward = run
+
+
+class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
+    """Prefill / append attention for a batch of requests whose keys and values are ragged rows of
+    one k and one v array (FlashInfer's wrapper): request b's keys are rows
+    kv_indptr[b]:kv_indptr[b + 1]. plan() / run() as BatchPrefillWithPagedKVCacheWrapper.
+
+    kv_layout: "NHD" (k, v [kv_indptr[-1], num_kv_heads, head_dim]) or "HND" ([num_kv_heads,
+    kv_indptr[-1], head_dim]). use_cuda_graph needs qo_indptr_buf and kv_indptr_buf ([batch_size +
+    1] int32 CUDA arrays, which fix the batch size). custom_mask_buf / mask_indptr_buf: not
+    supported yet (must be None). backend: "auto" or "fa2".
+    """
+
+    _paged = False
+    _buffer_names = ("qo_indptr_buf", "kv_indptr_buf")
+
+    def __init__(self, float_workspace_buffer: Any, kv_layout: str = "NHD", use_cuda_graph: bool = False,
+                 qo_indptr_buf: Any = None, kv_indptr_buf: Any = None, custom_mask_buf: Any = None,
+                 mask_indptr_buf: Any = None, backend: str = "auto", jit_args: Any = None):
+        super().__init__(float_workspace_buffer, kv_layout, use_cuda_graph, (qo_indptr_buf, kv_indptr_buf),
+                         custom_mask_buf, mask_indptr_buf, backend)
+
+    def plan(self, qo_indptr: Any, kv_indptr: Any, num_qo_heads: int, num_kv_heads: int, head_dim_qk: int,
+             head_dim_vo: Optional[int] = None, custom_mask: Any = None, packed_custom_mask: Any = None,
+             causal: bool = False, pos_encoding_mode: str = "NONE", use_fp16_qk_reduction: bool = False,
+             window_left: int = -1, logits_soft_cap: Optional[float] = None, sm_scale: Optional[float] = None,
+             rope_scale: Optional[float] = None, rope_theta: Optional[float] = None,
+             q_data_type: Any = "float16", kv_data_type: Any = None, non_blocking: bool = True,
+             stream: Any = None) -> None:
+        """Plans prefill for a batch whose keys are rows kv_indptr[b]:kv_indptr[b + 1] (int32
+        [batch_size + 1]) of k and v."""
+        self._plan_batch(qo_indptr, kv_indptr, None, None, 0, num_qo_heads, num_kv_heads, head_dim_qk,
+                         head_dim_vo, custom_mask, packed_custom_mask, causal, pos_encoding_mode,
+                         use_fp16_qk_reduction, sm_scale, window_left, logits_soft_cap, rope_scale, rope_theta,
+                         q_data_type, kv_data_type, stream)
+
+    plan.__doc__ += _PLAN_DOC
+
+    def run(self, q: Any, k: Any, v: Any, *args: Any, out: Any = None, lse: Any = None, return_lse: bool = False,
+            stream: Any = None) -> Union[Any, Tuple[Any, Any]]:
+        """Attention of q [qo_indptr[-1], num_qo_heads, head_dim] over k and v (q's dtype; NHD
+        [kv_indptr[-1], num_kv_heads, head_dim] or HND [num_kv_heads, kv_indptr[-1], head_dim], any
+        leading strides). Returns out like q, and with return_lse (or lse=) the float32 base-2
+        log-sum-exp [qo_indptr[-1], num_qo_heads].
+        """
+        if args:
+            raise TypeError(f"run: unexpected positional arguments after v ({len(args)} given); "
+                            "pass out, lse, return_lse by keyword")
+        return self._run_batch(q, (k, v), ("k", "v"), out, lse, return_lse, stream)
+
+    forward = run

@@ -47,38 +47,60 @@ struct SwizzledTile {
   }
 };
 
-// Online softmax of one warp's 16 query rows over kTiles n8 tiles of base-2 logits `s` (masked
-// entries -inf): updates the running max `m` and per-lane partial sum `d` of the lane's two rows,
-// rescales the output accumulators `o`, and turns `s` into exp2(s - m). A row that has seen only
-// -inf keeps m = -inf and contributes zeros.
+// Online softmax of one warp's 16 query rows over kTiles n8 tiles of logits `s` (masked entries
+// -inf): base-2 logits are s * scale. Updates the running max `m` (base 2) and the per-lane partial
+// sum `d` of the lane's two rows, rescales the output accumulators `o`, and turns `s` into
+// exp2(s * scale - m). A row that has seen only -inf keeps m = -inf and contributes zeros.
+// The scale is folded into one fused multiply-add per logit; the row maxima are trees, not chains;
+// and the warp skips rescaling `o` when no row's max moved (most steps once the max has settled),
+// which saves a multiply per accumulator.
 template <uint32_t kTiles, uint32_t kOutTiles>
-__device__ __forceinline__ void online_softmax_step(float (&s)[kTiles][4], float (&m)[2], float (&d)[2],
+__device__ __forceinline__ void online_softmax_step(float (&s)[kTiles][4], float scale, float (&m)[2], float (&d)[2],
                                                     float (&o)[kOutTiles][4]) {
+  static_assert((kTiles & (kTiles - 1)) == 0, "a power-of-two number of key tiles");
+  float m_ref[2], rescale[2];
+  bool moved = false;
 #pragma unroll
   for (uint32_t r = 0; r < 2; ++r) {
-    float row_max = m[r];
+    float tree[kTiles];
 #pragma unroll
-    for (uint32_t j = 0; j < kTiles; ++j) row_max = fmaxf(row_max, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
-    row_max = fmaxf(row_max, math::shfl_xor(row_max, 1));
+    for (uint32_t j = 0; j < kTiles; ++j) tree[j] = fmaxf(s[j][2 * r], s[j][2 * r + 1]);
+#pragma unroll
+    for (uint32_t width = kTiles / 2; width >= 1; width /= 2)
+#pragma unroll
+      for (uint32_t j = 0; j < width; ++j) tree[j] = fmaxf(tree[j], tree[j + width]);
+    float row_max = fmaxf(tree[0], math::shfl_xor(tree[0], 1));
     row_max = fmaxf(row_max, math::shfl_xor(row_max, 2));
-    const float m_ref = SoftmaxState<1>::safe_max(row_max);
-    const float rescale = math::ptx_exp2(m[r] - m_ref);
-    m[r] = row_max;
-    d[r] *= rescale;
+    const float new_m = fmaxf(m[r], row_max * scale);
+    m_ref[r] = SoftmaxState<1>::safe_max(new_m);
+    rescale[r] = math::ptx_exp2(m[r] - m_ref[r]);
+    moved |= new_m != m[r];
+    m[r] = new_m;
+  }
+  if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-    for (uint32_t t = 0; t < kOutTiles; ++t) {
-      o[t][2 * r] *= rescale;
-      o[t][2 * r + 1] *= rescale;
+    for (uint32_t r = 0; r < 2; ++r) {
+      d[r] *= rescale[r];
+#pragma unroll
+      for (uint32_t t = 0; t < kOutTiles; ++t) {
+        o[t][2 * r] *= rescale[r];
+        o[t][2 * r + 1] *= rescale[r];
+      }
     }
+  }
+#pragma unroll
+  for (uint32_t r = 0; r < 2; ++r) {
+    float sum[2] = {0.f, 0.f};  // two chains instead of one
 #pragma unroll
     for (uint32_t j = 0; j < kTiles; ++j) {
 #pragma unroll
       for (uint32_t e = 0; e < 2; ++e) {
         float& x = s[j][2 * r + e];
-        x = math::ptx_exp2(x - m_ref);
-        d[r] += x;
+        x = math::ptx_exp2(fmaf(x, scale, -m_ref[r]));
+        sum[e] += x;
       }
     }
+    d[r] += sum[0] + sum[1];
   }
 }
 

@@ -1,0 +1,668 @@
+// Host entry points of batch prefill (paged and ragged KV): plan (validation, tiling and
+// scheduling, the asynchronous copy of the schedule into the workspace) and run (validation
+// against the plan, dispatch to an instantiation). A .cu file only because the scheduler lives in
+// the CUDA header batch_prefill.cuh.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "batch_prefill_problem.h"
+#include "checks.h"
+#include "dispatch.h"
+#include "fi_core/api.h"
+#include "flashinfer/attention/batch_prefill.cuh"
+
+namespace fi_core {
+
+using flashinfer::attention::PrefillTiling;
+using flashinfer::attention::PrefillWork;
+
+struct BatchPrefillPlan::Impl {
+  bool planned = false;
+  // What the plan was made for; run() checks its arrays against these.
+  int device = -1;
+  bool paged = true;
+  int64_t batch_size = 0, total_qo_len = 0, num_qo_heads = 0, num_kv_heads = 0, head_dim = 0, page_size = 0;
+  int64_t min_num_pages = 0;  // paged: 1 + the largest page id in a host page table
+  int64_t min_kv_rows = 0;    // ragged: kv_indptr[batch_size]
+  DType q_dtype = DType::kFloat16;
+  bool causal = false, use_alibi = false;
+  int32_t window_left = -1;
+  float logits_soft_cap = 0.f, sm_scale = 0.f;
+  // The schedule and where it lives on the device.
+  uint32_t query_rows = 0, num_tiles = 0, num_work_items = 0, grid_size = 0, merge_rows = 0;
+  uint32_t chunk_len = 0, num_partial_states = 0;
+  bool split = false;
+  size_t workspace_bytes = 0;
+  const void* work_items = nullptr;
+  const int32_t* state_indptr = nullptr;
+  const int32_t* page_table = nullptr;
+  float* partial_o = nullptr;
+  float* partial_lse = nullptr;
+  // CUDA-graph mode: the launch shape fixed by the first such plan (0: none yet).
+  int64_t graph_batch_size = 0;
+  uint32_t graph_max_rows = 0, graph_query_rows = 0, graph_grid = 0, graph_states = 0;
+  // Pinned host memory the schedule is staged in, and the event that marks the end of its last
+  // copy (the staging buffer is rewritten only after that).
+  void* staging = nullptr;
+  size_t staging_bytes = 0;
+  cudaEvent_t staged = nullptr;
+
+  ~Impl() {
+    if (staged != nullptr) {
+      cudaEventSynchronize(staged);
+      cudaEventDestroy(staged);
+    }
+    if (staging != nullptr) cudaFreeHost(staging);
+  }
+
+  // Staging memory of at least `bytes`, once the previous copy out of it has finished.
+  cudaError_t reserve_staging(size_t bytes) {
+    if (staged != nullptr) {
+      cudaError_t err = cudaEventSynchronize(staged);
+      if (err != cudaSuccess) return err;
+    }
+    if (bytes <= staging_bytes) return cudaSuccess;
+    if (staging != nullptr) cudaFreeHost(staging);
+    staging = nullptr;
+    staging_bytes = 0;
+    cudaError_t err = cudaHostAlloc(&staging, bytes, cudaHostAllocPortable);
+    if (err == cudaSuccess) staging_bytes = bytes;
+    return err;
+  }
+};
+
+BatchPrefillPlan::BatchPrefillPlan() : impl_(new Impl) {}
+BatchPrefillPlan::~BatchPrefillPlan() { delete impl_; }
+bool BatchPrefillPlan::planned() const { return impl_->planned; }
+bool BatchPrefillPlan::paged() const { return impl_->paged; }
+int64_t BatchPrefillPlan::batch_size() const { return impl_->batch_size; }
+int64_t BatchPrefillPlan::total_qo_len() const { return impl_->total_qo_len; }
+uint32_t BatchPrefillPlan::query_tile_rows() const { return impl_->query_rows; }
+uint32_t BatchPrefillPlan::num_tiles() const { return impl_->num_tiles; }
+uint32_t BatchPrefillPlan::num_work_items() const { return impl_->num_work_items; }
+uint32_t BatchPrefillPlan::grid_size() const { return impl_->grid_size; }
+uint32_t BatchPrefillPlan::chunk_len() const { return impl_->chunk_len; }
+uint32_t BatchPrefillPlan::num_partial_states() const { return impl_->num_partial_states; }
+size_t BatchPrefillPlan::workspace_bytes() const { return impl_->workspace_bytes; }
+
+namespace {
+
+constexpr size_t kRegionAlign = 256;
+
+size_t align_up(size_t n) { return (n + kRegionAlign - 1) / kRegionAlign * kRegionAlign; }
+
+std::string at(const char* name, int64_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
+
+std::string num(int64_t n) { return std::to_string(n); }
+
+Checker& host_int32_vector(Checker& c, const TensorView& t, const char* name, const char* dims) {
+  c.present(t, name).on_host(t, name).dtype_in(t, name, {DType::kInt32}).ndim(t, name, 1, dims);
+  return c.contiguous(t, name);
+}
+
+Checker& device_int32_buffer(Checker& c, const TensorView& t, const char* name, int64_t min_len,
+                             const TensorView& workspace) {
+  c.present(t, name).on_cuda(t, name).dtype_in(t, name, {DType::kInt32}).ndim(t, name, 1, "[capacity]");
+  c.contiguous(t, name).same_device(t, name, workspace, "workspace");
+  return c.require(!c.ok() || t.shape[0] >= min_len, [&] {
+    return std::string(name) + ": expected room for at least " + num(min_len) + " entries, got " + num(t.shape[0]);
+  });
+}
+
+// indptr [batch_size + 1]: non-decreasing from >= 0.
+Checker& check_indptr(Checker& c, const TensorView& t, const char* name) {
+  if (!c.ok()) return c;
+  const auto* indptr = static_cast<const int32_t*>(t.data);
+  c.require(indptr[0] >= 0, [&] { return std::string(name) + ": expected " + at(name, 0) + " >= 0, got " + num(indptr[0]); });
+  for (int64_t b = 0; b + 1 < t.shape[0] && c.ok(); ++b) {
+    c.require(indptr[b + 1] >= indptr[b], [&] {
+      return std::string(name) + ": expected non-decreasing values, got " + at(name, b + 1) + " = " +
+             num(indptr[b + 1]) + " < " + at(name, b) + " = " + num(indptr[b]);
+    });
+  }
+  return c;
+}
+
+// The lengths of the batch, read on the host: query rows, KV lengths (from the page table or the
+// ragged indptr), qo_len <= kv_len per request. Fills kv_len and kv_start per request.
+Status check_lengths(const BatchPrefillPlanArgs& a, const char* kv_indptr_name, std::vector<uint32_t>* kv_len,
+                     std::vector<int32_t>* kv_start) {
+  Checker c;
+  host_int32_vector(c, a.qo_indptr, "qo_indptr", "[batch_size + 1]");
+  host_int32_vector(c, a.kv_indptr, kv_indptr_name, "[batch_size + 1]");
+  if (a.paged) host_int32_vector(c, a.last_page_len, "paged_kv_last_page_len", "[batch_size]");
+  if (!c.ok()) return c.status();
+  const int64_t batch = a.qo_indptr.shape[0] - 1;
+  c.require(batch >= 0, [] { return std::string("qo_indptr: expected batch_size + 1 >= 1 entries, got 0"); });
+  c.shape(a.kv_indptr, kv_indptr_name, {batch + 1}, "[batch_size + 1] (qo_indptr has batch_size + 1)");
+  if (a.paged) {
+    c.shape(a.last_page_len, "paged_kv_last_page_len", {batch}, "[batch_size] (qo_indptr has batch_size + 1)");
+    c.require(a.page_size >= 1 && a.page_size < (int64_t(1) << 31),
+              [&] { return "page_size: expected a positive integer, got " + num(a.page_size); });
+  }
+  check_indptr(c, a.qo_indptr, "qo_indptr");
+  check_indptr(c, a.kv_indptr, kv_indptr_name);
+  if (!c.ok()) return c.status();
+  const auto* qo_indptr = static_cast<const int32_t*>(a.qo_indptr.data);
+  const auto* kv_indptr = static_cast<const int32_t*>(a.kv_indptr.data);
+  const auto* last = static_cast<const int32_t*>(a.last_page_len.data);
+  const int64_t group = a.num_qo_heads / std::max<int64_t>(a.num_kv_heads, 1);
+  kv_len->resize(size_t(batch));
+  kv_start->resize(size_t(batch));
+  for (int64_t b = 0; b < batch && c.ok(); ++b) {
+    const int64_t span = int64_t(kv_indptr[b + 1]) - kv_indptr[b];
+    int64_t n = span;
+    if (a.paged) {
+      c.require(span == 0 || (last[b] >= 1 && last[b] <= a.page_size), [&] {
+        return "paged_kv_last_page_len: expected values in [1, page_size = " + num(a.page_size) + "], got " +
+               at("paged_kv_last_page_len", b) + " = " + num(last[b]);
+      });
+      n = span > 0 ? (span - 1) * a.page_size + last[b] : 0;
+    }
+    c.require(n < std::numeric_limits<int32_t>::max(), [&] {
+      return std::string(kv_indptr_name) + ": expected kv_len below 2^31 per request, got " + num(n) +
+             " for request " + num(b);
+    });
+    const int64_t qo_len = int64_t(qo_indptr[b + 1]) - qo_indptr[b];
+    c.require(qo_len <= n, [&] {
+      return "qo_indptr: expected qo_len <= kv_len for every request (query tokens are the last of their "
+             "request's keys), got qo_len = " + num(qo_len) + " > kv_len = " + num(n) + " for request " + num(b);
+    });
+    // Packed query rows (token x group size) are divided with a fast divisor exact below 2^31.
+    c.require(qo_len * group < std::numeric_limits<int32_t>::max(), [&] {
+      return "qo_indptr: expected qo_len x (num_qo_heads / num_kv_heads) below 2^31, got " + num(qo_len) +
+             " x " + num(group) + " for request " + num(b);
+    });
+    (*kv_len)[size_t(b)] = uint32_t(n);
+    (*kv_start)[size_t(b)] = kv_indptr[b];
+  }
+  return c.status();
+}
+
+// Paged: the page ids, at least kv_indptr[-1] of them; on the host each >= 0 and `min_num_pages`
+// = the largest + 1 (run() checks the cache against it). Ids on the GPU are used in place, unread.
+Status check_page_ids(const BatchPrefillPlanArgs& a, int64_t* min_num_pages) {
+  Checker c;
+  c.present(a.indices, "paged_kv_indices").dtype_in(a.indices, "paged_kv_indices", {DType::kInt32});
+  c.ndim(a.indices, "paged_kv_indices", 1, "[num_indices]").contiguous(a.indices, "paged_kv_indices");
+  if (a.indices.device >= 0) c.same_device(a.indices, "paged_kv_indices", a.workspace, "workspace");
+  if (!c.ok()) return c.status();
+  const int32_t used = static_cast<const int32_t*>(a.kv_indptr.data)[a.kv_indptr.shape[0] - 1];
+  c.require(used <= a.indices.shape[0], [&] {
+    return "paged_kv_indices: expected at least paged_kv_indptr[-1] = " + num(used) + " entries, got " +
+           num(a.indices.shape[0]);
+  });
+  *min_num_pages = 0;
+  if (!c.ok() || a.indices.device >= 0) return c.status();
+  const auto* ids = static_cast<const int32_t*>(a.indices.data);
+  for (int32_t i = 0; i < used && c.ok(); ++i) {
+    c.require(ids[i] >= 0, [&] { return "paged_kv_indices: expected page ids >= 0, got " + at("paged_kv_indices", i) +
+                                        " = " + num(ids[i]); });
+    *min_num_pages = std::max<int64_t>(*min_num_pages, int64_t(ids[i]) + 1);
+  }
+  return c.status();
+}
+
+Status check_plan_options(const BatchPrefillPlanArgs& a) {
+  Checker c;
+  c.present(a.workspace, "workspace").on_cuda(a.workspace, "workspace");
+  c.attention_heads(a.head_dim, "head_dim", a.num_qo_heads, a.num_kv_heads);
+  // KV heads are the grid's y dimension.
+  c.require(a.num_kv_heads <= 65535, [&] { return "num_kv_heads: expected at most 65535, got " + num(a.num_kv_heads); });
+  c.require(a.q_dtype == DType::kFloat16 || a.q_dtype == DType::kBFloat16, [&] {
+    return std::string("q_data_type: expected float16 or bfloat16, got ") + dtype_name(a.q_dtype);
+  });
+  const bool fp8 = a.kv_dtype == DType::kFloat8E4M3 || a.kv_dtype == DType::kFloat8E5M2;
+  c.require(a.kv_dtype == a.q_dtype, [&] {
+    return std::string("kv_data_type: expected the q data type (") + dtype_name(a.q_dtype) + "), got " +
+           dtype_name(a.kv_dtype) + (fp8 ? " (fp8 KV is not supported by prefill yet)" : "");
+  });
+  c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale, a.rope_theta);
+  c.require(a.pos_encoding_mode != PosEncodingMode::kRoPELlama, [] {
+    return std::string("pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA (RoPE on the fly is not "
+                       "supported by prefill yet; apply fi_core.apply_rope to q and k first)");
+  });
+  return c.status();
+}
+
+struct CapacityOp {
+  bool paged;
+  uint32_t query_rows, num_kv_heads;
+  int device;
+  uint32_t* max_items;
+  template <int D, DType Q, DType KV>
+  cudaError_t call() const {
+    if constexpr (Q == KV) {
+      return paged ? detail::batch_prefill_capacity<D, Q, true>(query_rows, num_kv_heads, device, max_items)
+                   : detail::batch_prefill_capacity<D, Q, false>(query_rows, num_kv_heads, device, max_items);
+    } else {
+      return cudaErrorInvalidValue;  // rejected by check_plan_options
+    }
+  }
+};
+
+struct RunOp {
+  const detail::BatchPrefillProblem& problem;
+  bool paged;
+  cudaStream_t stream;
+  template <int D, DType Q, DType KV>
+  cudaError_t call() const {
+    if constexpr (Q == KV) {
+      return paged ? detail::run_batch_prefill_kernel<D, Q, true>(problem, stream)
+                   : detail::run_batch_prefill_kernel<D, Q, false>(problem, stream);
+    } else {
+      return cudaErrorInvalidValue;
+    }
+  }
+};
+
+// Tiles any batch of `batch` requests and `rows` query rows in total can have: whole-token tiles
+// leave at most one partial tile per request.
+uint32_t max_tiles(const PrefillTiling& tiling, uint64_t rows, uint64_t batch) {
+  const uint64_t n = tiling.whole_tokens() ? flashinfer::math::ceil_div<uint64_t>(rows, tiling.tokens_per_tile()) + batch
+                                           : rows * tiling.tiles_per_token();
+  return uint32_t(std::min<uint64_t>(n, std::numeric_limits<int32_t>::max()));
+}
+
+}  // namespace
+
+Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan, cudaStream_t stream) {
+  const char* kv_indptr_name = a.paged ? "paged_kv_indptr" : "kv_indptr";
+  Status st = check_plan_options(a);
+  if (!st.ok()) return st;
+  std::vector<uint32_t> kv_len;
+  std::vector<int32_t> kv_start;
+  st = check_lengths(a, kv_indptr_name, &kv_len, &kv_start);
+  if (!st.ok()) return st;
+  int64_t min_num_pages = 0;
+  if (a.paged) {
+    st = check_page_ids(a, &min_num_pages);
+    if (!st.ok()) return st;
+  }
+
+  BatchPrefillPlan::Impl& p = plan->impl();
+  const uint32_t batch = uint32_t(a.qo_indptr.shape[0] - 1);
+  const auto* qo_indptr = static_cast<const int32_t*>(a.qo_indptr.data);
+  const auto* kv_indptr = static_cast<const int32_t*>(a.kv_indptr.data);
+  const uint32_t total_rows = uint32_t(qo_indptr[batch]);
+  const uint32_t group = uint32_t(a.num_qo_heads / a.num_kv_heads);
+  const bool graph_fixed = a.use_cuda_graph && p.graph_grid > 0;
+  if (graph_fixed) {
+    Checker c;
+    c.require(int64_t(batch) == p.graph_batch_size, [&] {
+      return "qo_indptr: expected batch_size + 1 = " + num(p.graph_batch_size + 1) +
+             " entries (fixed by the first plan with use_cuda_graph), got " + num(batch + 1);
+    });
+    c.require(total_rows <= p.graph_max_rows, [&] {
+      return "qo_indptr: expected at most " + num(p.graph_max_rows) +
+             " query rows in total (qo_indptr[-1], fixed by the first plan with use_cuda_graph), got " +
+             num(total_rows);
+    });
+    if (!c.ok()) return c.status();
+  }
+  {
+    Checker c;
+    if (a.use_cuda_graph && a.paged) {
+      const int64_t num_indices = kv_indptr[batch];
+      device_int32_buffer(c, a.indices_buffer, "paged_kv_indices_buffer", num_indices, a.workspace);
+    }
+    if (a.use_cuda_graph && a.qo_indptr_buffer.present())
+      device_int32_buffer(c, a.qo_indptr_buffer, "qo_indptr_buffer", batch + 1, a.workspace);
+    if (a.use_cuda_graph && a.kv_indptr_buffer.present())
+      device_int32_buffer(c, a.kv_indptr_buffer, a.paged ? "paged_kv_indptr_buffer" : "kv_indptr_buffer", batch + 1,
+                          a.workspace);
+    if (a.use_cuda_graph && a.paged && a.last_page_len_buffer.present())
+      device_int32_buffer(c, a.last_page_len_buffer, "paged_kv_last_page_len_buffer", batch, a.workspace);
+    if (!c.ok()) return c.status();
+  }
+
+  p.planned = false;
+  const int device = a.workspace.device;
+  detail::DeviceGuard guard(device);
+  const uint32_t query_rows =
+      graph_fixed ? p.graph_query_rows
+                  : flashinfer::attention::choose_query_rows(uint64_t(total_rows) * group, batch, uint32_t(a.head_dim));
+  const PrefillTiling tiling{group, query_rows};
+  uint32_t max_items = 0;
+  st = detail::cuda_status(
+      detail::dispatch_attention(int(a.head_dim), a.q_dtype, a.kv_dtype,
+                                 CapacityOp{a.paged, query_rows, uint32_t(a.num_kv_heads), device, &max_items}),
+      "batch_prefill plan");
+  if (!st.ok()) return st;
+
+  // A CUDA-graph grid has room for any plan of this batch size and at most this many query rows:
+  // every tile unsplit, or one wave of chunks; the merge covers every row.
+  uint32_t graph_grid = 0, merge_rows = total_rows, graph_states = 0;
+  if (a.use_cuda_graph) {
+    const uint32_t max_rows = graph_fixed ? p.graph_max_rows : total_rows;
+    graph_grid = std::max(max_items, max_tiles(tiling, max_rows, batch));
+    graph_states = max_items * tiling.tokens_per_tile();
+    if (graph_fixed && (graph_grid > p.graph_grid || graph_states > p.graph_states))
+      return {StatusCode::kValueError,
+              "use_cuda_graph: expected the heads and head_dim of the first plan with use_cuda_graph (its "
+              "launch shape is fixed), got a plan that needs a larger grid"};
+    graph_grid = graph_fixed ? p.graph_grid : graph_grid;
+    graph_states = graph_fixed ? p.graph_states : graph_states;
+    merge_rows = max_rows;
+  }
+  flashinfer::attention::BatchPrefillSchedule schedule;
+  flashinfer::attention::schedule_batch_prefill(qo_indptr, kv_len.data(), kv_start.data(), batch, tiling, a.causal,
+                                                a.window_left, max_items,
+                                                graph_grid, merge_rows, &schedule);
+
+  // Workspace layout: [work items | state_indptr | page table | partial lse | partial o]; the
+  // first three are staged on the host and copied at once (in CUDA-graph mode the page table goes
+  // to the caller's buffer instead, and the caller's indptr copies follow it in the staging).
+  const uint32_t states = a.use_cuda_graph ? graph_states : schedule.num_partial_states;
+  const size_t num_indices = a.paged ? size_t(kv_indptr[batch]) : 0;
+  const bool indices_on_device = a.paged && a.indices.device >= 0;
+  const size_t staged_indices = indices_on_device ? 0 : num_indices;
+  const size_t work_offset = 0;
+  const size_t indptr_offset = align_up(work_offset + schedule.work.size() * sizeof(PrefillWork));
+  const size_t table_offset = align_up(indptr_offset + schedule.state_indptr.size() * sizeof(int32_t));
+  const size_t table_end = table_offset + staged_indices * sizeof(int32_t);
+  const size_t lse_offset = align_up(a.use_cuda_graph ? table_offset : table_end);
+  const size_t o_offset = align_up(lse_offset + size_t(states) * a.num_qo_heads * sizeof(float));
+  const size_t needed = o_offset + size_t(states) * a.num_qo_heads * a.head_dim * sizeof(float);
+  const size_t have = size_t(a.workspace.numel()) * dtype_size(a.workspace.dtype);
+  if (needed > have)
+    return {StatusCode::kValueError,
+            "workspace: expected at least " + num(int64_t(needed)) + " bytes for this plan, got " + num(int64_t(have))};
+
+  // Staged for the CUDA-graph buffers: qo_indptr, kv_indptr, last_page_len.
+  const size_t extra_offset = align_up(table_end);
+  const size_t extra_ints = 2 * (size_t(batch) + 1) + batch;
+  st = detail::cuda_status(p.reserve_staging(extra_offset + extra_ints * sizeof(int32_t)),
+                           "batch_prefill plan: pinned staging");
+  if (!st.ok()) return st;
+  auto* staging = static_cast<uint8_t*>(p.staging);
+  std::memcpy(staging + work_offset, schedule.work.data(), schedule.work.size() * sizeof(PrefillWork));
+  std::memcpy(staging + indptr_offset, schedule.state_indptr.data(), schedule.state_indptr.size() * sizeof(int32_t));
+  if (staged_indices > 0) std::memcpy(staging + table_offset, a.indices.data, staged_indices * sizeof(int32_t));
+  auto* extra = reinterpret_cast<int32_t*>(staging + extra_offset);
+  std::memcpy(extra, qo_indptr, (batch + 1) * sizeof(int32_t));
+  std::memcpy(extra + batch + 1, kv_indptr, (batch + 1) * sizeof(int32_t));
+  if (a.paged) std::memcpy(extra + 2 * (batch + 1), a.last_page_len.data, batch * sizeof(int32_t));
+
+  auto* workspace = static_cast<uint8_t*>(a.workspace.data);
+  auto copy = [&](void* dst, size_t offset, size_t bytes) {
+    return bytes == 0 ? cudaSuccess : cudaMemcpyAsync(dst, staging + offset, bytes, cudaMemcpyHostToDevice, stream);
+  };
+  cudaError_t err = copy(workspace, 0, a.use_cuda_graph ? table_offset : table_end);
+  const int32_t* page_table = indices_on_device ? static_cast<const int32_t*>(a.indices.data)
+                                                : reinterpret_cast<const int32_t*>(workspace + table_offset);
+  if (a.use_cuda_graph) {
+    const size_t ints = sizeof(int32_t);
+    if (a.paged) {
+      page_table = static_cast<const int32_t*>(a.indices_buffer.data);
+      if (err == cudaSuccess && indices_on_device && a.indices.data != a.indices_buffer.data && num_indices > 0)
+        err = cudaMemcpyAsync(a.indices_buffer.data, a.indices.data, num_indices * ints, cudaMemcpyDeviceToDevice,
+                              stream);
+      if (err == cudaSuccess && !indices_on_device) err = copy(a.indices_buffer.data, table_offset, num_indices * ints);
+      if (err == cudaSuccess && a.last_page_len_buffer.present())
+        err = copy(a.last_page_len_buffer.data, extra_offset + 2 * (batch + 1) * ints, batch * ints);
+    }
+    if (err == cudaSuccess && a.qo_indptr_buffer.present())
+      err = copy(a.qo_indptr_buffer.data, extra_offset, (batch + 1) * ints);
+    if (err == cudaSuccess && a.kv_indptr_buffer.present())
+      err = copy(a.kv_indptr_buffer.data, extra_offset + (batch + 1) * ints, (batch + 1) * ints);
+  }
+  if (err == cudaSuccess && p.staged == nullptr) err = cudaEventCreateWithFlags(&p.staged, cudaEventDisableTiming);
+  if (err == cudaSuccess) err = cudaEventRecord(p.staged, stream);
+  st = detail::cuda_status(err, "batch_prefill plan: copy to the device");
+  if (!st.ok()) return st;
+
+  if (a.use_cuda_graph && !graph_fixed) {
+    p.graph_batch_size = batch;
+    p.graph_max_rows = total_rows;
+    p.graph_query_rows = query_rows;
+    p.graph_grid = graph_grid;
+    p.graph_states = graph_states;
+  }
+  p.device = device;
+  p.paged = a.paged;
+  p.batch_size = batch;
+  p.total_qo_len = total_rows;
+  p.num_qo_heads = a.num_qo_heads;
+  p.num_kv_heads = a.num_kv_heads;
+  p.head_dim = a.head_dim;
+  p.page_size = a.paged ? a.page_size : 0;
+  p.min_num_pages = min_num_pages;
+  p.min_kv_rows = a.paged ? 0 : kv_indptr[batch];
+  p.q_dtype = a.q_dtype;
+  p.causal = a.causal;
+  p.use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
+  p.window_left = a.window_left;
+  p.logits_soft_cap = a.logits_soft_cap;
+  p.sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(a.head_dim));
+  p.query_rows = query_rows;
+  p.num_tiles = schedule.num_tiles;
+  p.num_work_items = uint32_t(std::count_if(schedule.work.begin(), schedule.work.end(),
+                                            [](const PrefillWork& w) { return w.request >= 0; }));
+  p.grid_size = uint32_t(schedule.work.size());
+  p.merge_rows = merge_rows;
+  p.chunk_len = schedule.chunk_len;
+  p.num_partial_states = schedule.num_partial_states;
+  p.split = a.use_cuda_graph || schedule.num_partial_states > 0;
+  p.workspace_bytes = needed;
+  p.work_items = workspace + work_offset;
+  p.state_indptr = reinterpret_cast<const int32_t*>(workspace + indptr_offset);
+  p.page_table = page_table;
+  p.partial_lse = reinterpret_cast<float*>(workspace + lse_offset);
+  p.partial_o = reinterpret_cast<float*>(workspace + o_offset);
+  p.planned = true;
+  return Status::Ok();
+}
+
+Status schedule_batch_prefill(const TensorView& qo_indptr, const TensorView& kv_lens, int64_t num_qo_heads,
+                              int64_t num_kv_heads, bool causal, int32_t window_left, uint32_t query_tile_rows,
+                              uint32_t max_items, uint32_t grid_size, uint32_t merge_rows,
+                              BatchPrefillSchedule* out) {
+  Checker c;
+  host_int32_vector(c, qo_indptr, "qo_indptr", "[batch_size + 1]");
+  host_int32_vector(c, kv_lens, "kv_lens", "[batch_size]");
+  check_indptr(c, qo_indptr, "qo_indptr");
+  if (!c.ok()) return c.status();
+  const int64_t batch = qo_indptr.shape[0] - 1;
+  c.shape(kv_lens, "kv_lens", {batch}, "[batch_size] (qo_indptr has batch_size + 1)");
+  c.require(num_kv_heads > 0 && num_qo_heads > 0 && num_qo_heads % num_kv_heads == 0, [&] {
+    return "num_qo_heads: expected a positive multiple of num_kv_heads (" + num(num_kv_heads) + "), got " +
+           num(num_qo_heads);
+  });
+  c.require(query_tile_rows == 0 || query_tile_rows == 16 || query_tile_rows == 64 || query_tile_rows == 128, [&] {
+    return "query_tile_rows: expected 0 (automatic, as for head_dim 128), 16, 64 or 128, got " + num(query_tile_rows);
+  });
+  c.require(max_items >= 1, [] { return std::string("max_items: expected a positive value, got 0"); });
+  if (!c.ok()) return c.status();
+  const auto* qo = static_cast<const int32_t*>(qo_indptr.data);
+  const auto* lens = static_cast<const int32_t*>(kv_lens.data);
+  std::vector<uint32_t> kv_len(static_cast<size_t>(batch));
+  std::vector<int32_t> kv_start(size_t(batch), 0);
+  for (int64_t b = 0; b < batch && c.ok(); ++b) {
+    c.require(lens[b] >= qo[b + 1] - qo[b], [&] {
+      return "kv_lens: expected kv_len >= qo_len for every request, got " + at("kv_lens", b) + " = " + num(lens[b]) +
+             " < qo_len = " + num(qo[b + 1] - qo[b]);
+    });
+    kv_len[size_t(b)] = uint32_t(std::max(lens[b], 0));
+  }
+  const uint32_t total_rows = batch > 0 ? uint32_t(qo[batch]) : 0;
+  c.require(merge_rows == 0 || merge_rows >= total_rows, [&] {
+    return "merge_rows: expected 0 or at least qo_indptr[-1] = " + num(total_rows) + ", got " + num(merge_rows);
+  });
+  if (!c.ok()) return c.status();
+  const uint32_t group = uint32_t(num_qo_heads / num_kv_heads);
+  const uint32_t rows = query_tile_rows > 0 ? query_tile_rows
+                                            : flashinfer::attention::choose_query_rows(uint64_t(total_rows) * group,
+                                                                                       uint64_t(batch), 128);
+  flashinfer::attention::BatchPrefillSchedule s;
+  flashinfer::attention::schedule_batch_prefill(qo, kv_len.data(), kv_start.data(), uint32_t(batch), {group, rows},
+                                                causal, window_left, max_items, grid_size,
+                                                std::max(merge_rows, total_rows), &s);
+  out->work.clear();
+  for (const PrefillWork& w : s.work)
+    out->work.push_back({w.request, w.qo_begin, w.qo_len, w.kv_len, w.row_begin, w.row_end, w.kv_begin, w.kv_end,
+                         w.partial_state, w.num_chunks, w.chunk});
+  out->state_indptr = s.state_indptr;
+  out->query_tile_rows = rows;
+  out->chunk_len = s.chunk_len;
+  out->num_tiles = s.num_tiles;
+  return Status::Ok();
+}
+
+namespace {
+
+// The paged cache of a run as k and v views [num_pages, page_size, H, D] (NHD) or [num_pages, H,
+// page_size, D] (HND): one tensor [pages, 2, ...] is the two views at offsets 0 and stride[1].
+Status paged_cache_views(const BatchPrefillRunArgs& a, const BatchPrefillPlan::Impl& p, TensorView* k,
+                         TensorView* v, const char** k_name, const char** v_name) {
+  Checker c;
+  const bool nhd = a.kv_layout == KVLayout::kNHD;
+  *k = a.k_cache;
+  *v = a.v_cache;
+  *k_name = "k_cache";
+  *v_name = "v_cache";
+  if (a.paged_kv_cache.present()) {
+    const TensorView& kv = a.paged_kv_cache;
+    *k_name = *v_name = "paged_kv_cache";
+    c.on_cuda(kv, *k_name).ndim(kv, *k_name, 5, nhd ? "[num_pages, 2, page_size, num_kv_heads, head_dim]"
+                                                    : "[num_pages, 2, num_kv_heads, page_size, head_dim]");
+    c.require(!c.ok() || kv.shape[1] == 2, [&] {
+      return "paged_kv_cache: expected 2 (k and v) in dimension 1, got shape " + shape_string(kv);
+    });
+    if (!c.ok()) return c.status();
+    *k = kv;
+    k->ndim = 4;
+    for (int i = 1; i < 4; ++i) {
+      k->shape[i] = kv.shape[i + 1];
+      k->strides[i] = kv.strides[i + 1];
+    }
+    *v = *k;
+    v->data = static_cast<uint8_t*>(kv.data) + kv.strides[1] * int64_t(dtype_size(kv.dtype));
+  }
+  const int64_t num_pages = k->present() ? k->shape[0] : 0;
+  const std::vector<int64_t> shape = nhd ? std::vector<int64_t>{num_pages, p.page_size, p.num_kv_heads, p.head_dim}
+                                         : std::vector<int64_t>{num_pages, p.num_kv_heads, p.page_size, p.head_dim};
+  const char* dims = nhd ? "[num_pages, page_size, num_kv_heads, head_dim]" : "[num_pages, num_kv_heads, page_size, head_dim]";
+  for (auto [t, name] : {std::pair{k, *k_name}, {v, *v_name}}) {
+    c.present(*t, name).on_cuda(*t, name).dtype_in(*t, name, {p.q_dtype});
+    c.shape(*t, name, shape, dims).last_dim_contiguous(*t, name);
+    c.same_device(*t, name, a.q, "q").rows_aligned(*t, name, 16);
+  }
+  c.require(!c.ok() || num_pages >= p.min_num_pages, [&] {
+    return std::string(*k_name) + ": expected at least " + num(p.min_num_pages) +
+           " pages (plan()'s page table refers to page " + num(p.min_num_pages - 1) + "), got " + num(num_pages);
+  });
+  return c.status();
+}
+
+// Ragged k and v: [kv_rows, H, D] (NHD) or [H, kv_rows, D] (HND) with kv_rows >= kv_indptr[-1].
+Status ragged_views(const BatchPrefillRunArgs& a, const BatchPrefillPlan::Impl& p) {
+  Checker c;
+  const bool nhd = a.kv_layout == KVLayout::kNHD;
+  const char* dims = nhd ? "[kv_indptr[-1], num_kv_heads, head_dim]" : "[num_kv_heads, kv_indptr[-1], head_dim]";
+  const int n_axis = nhd ? 0 : 1;
+  for (auto [t, name] : {std::pair{&a.k, "k"}, {&a.v, "v"}}) {
+    c.present(*t, name).on_cuda(*t, name).dtype_in(*t, name, {p.q_dtype}).ndim(*t, name, 3, dims);
+    if (!c.ok()) return c.status();
+    const int64_t rows = std::max(t->shape[n_axis], p.min_kv_rows);
+    c.shape(*t, name, nhd ? std::vector<int64_t>{rows, p.num_kv_heads, p.head_dim}
+                          : std::vector<int64_t>{p.num_kv_heads, rows, p.head_dim}, dims);
+    c.last_dim_contiguous(*t, name).same_device(*t, name, a.q, "q").rows_aligned(*t, name, 16);
+  }
+  return c.status();
+}
+
+}  // namespace
+
+Status batch_prefill(const BatchPrefillRunArgs& a, const BatchPrefillPlan& plan, cudaStream_t stream) {
+  const BatchPrefillPlan::Impl& p = plan.impl();
+  if (!p.planned)
+    return {StatusCode::kValueError, "plan: expected plan() to have succeeded before run(), got no plan"};
+  Checker c;
+  c.present(a.q, "q").on_cuda(a.q, "q").dtype_in(a.q, "q", {p.q_dtype});
+  if (!c.ok()) return c.status();
+  // CUDA-graph mode: q may have more rows than this plan's (a buffer sized for the largest).
+  const bool graph = p.graph_grid > 0;
+  const int64_t rows = a.q.ndim == 3 && graph ? std::max(a.q.shape[0], p.total_qo_len) : p.total_qo_len;
+  c.shape(a.q, "q", {rows, p.num_qo_heads, p.head_dim}, "[qo_indptr[-1], num_qo_heads, head_dim]");
+  c.last_dim_contiguous(a.q, "q").rows_aligned(a.q, "q", 16);
+  c.require(!c.ok() || a.q.device == p.device, [&] {
+    return "q: expected the device of plan()'s workspace (" + device_string(p.device) + "), got " +
+           device_string(a.q.device);
+  });
+  c.require(a.kv_layout == KVLayout::kNHD || a.kv_layout == KVLayout::kHND,
+            [&] { return "kv_layout: expected NHD (0) or HND (1), got " + num(int(a.kv_layout)); });
+  c.present(a.out, "out").on_cuda(a.out, "out").dtype_in(a.out, "out", {p.q_dtype});
+  c.shape(a.out, "out", {rows, p.num_qo_heads, p.head_dim}, "[q.shape[0], num_qo_heads, head_dim]");
+  c.last_dim_contiguous(a.out, "out").rows_aligned(a.out, "out", 16).same_device(a.out, "out", a.q, "q");
+  if (a.lse.present()) {
+    c.on_cuda(a.lse, "lse").dtype_in(a.lse, "lse", {DType::kFloat32});
+    c.shape(a.lse, "lse", {rows, p.num_qo_heads}, "[q.shape[0], num_qo_heads]");
+    c.last_dim_contiguous(a.lse, "lse").same_device(a.lse, "lse", a.q, "q");
+  }
+  if (!c.ok()) return c.status();
+
+  const bool nhd = a.kv_layout == KVLayout::kNHD;
+  detail::BatchPrefillProblem pr{};
+  if (p.paged) {
+    TensorView k, v;
+    const char* k_name = nullptr;
+    const char* v_name = nullptr;
+    Status st = paged_cache_views(a, p, &k, &v, &k_name, &v_name);
+    if (!st.ok()) return st;
+    const int n_axis = nhd ? 1 : 2, h_axis = nhd ? 2 : 1;
+    pr.k = k.data;
+    pr.v = v.data;
+    pr.k_stride_page = k.strides[0];
+    pr.k_stride_n = k.strides[n_axis];
+    pr.k_stride_h = k.strides[h_axis];
+    pr.v_stride_page = v.strides[0];
+    pr.v_stride_n = v.strides[n_axis];
+    pr.v_stride_h = v.strides[h_axis];
+  } else {
+    Status st = ragged_views(a, p);
+    if (!st.ok()) return st;
+    const int n_axis = nhd ? 0 : 1, h_axis = nhd ? 1 : 0;
+    pr.k = a.k.data;
+    pr.v = a.v.data;
+    pr.k_stride_n = a.k.strides[n_axis];
+    pr.k_stride_h = a.k.strides[h_axis];
+    pr.v_stride_n = a.v.strides[n_axis];
+    pr.v_stride_h = a.v.strides[h_axis];
+  }
+  pr.q = a.q.data;
+  pr.out = a.out.data;
+  pr.lse = a.lse.present() ? static_cast<float*>(a.lse.data) : nullptr;
+  pr.q_stride_n = a.q.strides[0];
+  pr.q_stride_h = a.q.strides[1];
+  pr.o_stride_n = a.out.strides[0];
+  pr.o_stride_h = a.out.strides[1];
+  pr.lse_stride_n = a.lse.present() ? a.lse.strides[0] : 0;
+  pr.page_table = p.page_table;
+  pr.page_size = uint32_t(p.page_size);
+  pr.work_items = p.work_items;
+  pr.state_indptr = p.state_indptr;
+  pr.partial_o = p.partial_o;
+  pr.partial_lse = p.partial_lse;
+  pr.split = p.split;
+  pr.query_rows = p.query_rows;
+  pr.grid_size = p.grid_size;
+  pr.merge_rows = p.merge_rows;
+  pr.num_qo_heads = uint32_t(p.num_qo_heads);
+  pr.num_kv_heads = uint32_t(p.num_kv_heads);
+  pr.causal = p.causal;
+  pr.window_left = p.window_left;
+  pr.use_alibi = p.use_alibi;
+  pr.sm_scale = p.sm_scale;
+  pr.logits_soft_cap = p.logits_soft_cap;
+  detail::DeviceGuard guard(p.device);
+  return detail::cuda_status(
+      detail::dispatch_attention(int(p.head_dim), p.q_dtype, p.q_dtype, RunOp{pr, p.paged, stream}), "batch_prefill");
+}
+
+}  // namespace fi_core

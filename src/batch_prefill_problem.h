@@ -1,0 +1,46 @@
+// The validated form of a batch-prefill run that crosses from the host API into the kernel
+// instantiations (one generated .cu per KV form x head dim x 16-bit dtype).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "fi_core/api.h"
+
+namespace fi_core {
+namespace detail {
+
+struct BatchPrefillProblem {
+  const void* q;
+  void* out;
+  float* lse;  // nullptr when not requested
+  int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h, lse_stride_n;
+  const void* k;
+  const void* v;
+  // Paged: page, slot and head strides; ragged: row and head strides (page strides unused).
+  int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
+  const int32_t* page_table;  // paged only
+  uint32_t page_size;
+  // The plan, in device memory: grid columns (PrefillWork), partial states per query token.
+  const void* work_items;
+  const int32_t* state_indptr;
+  float* partial_o;
+  float* partial_lse;
+  bool split;  // some tile has partial states to merge (always in CUDA-graph mode)
+  uint32_t query_rows, grid_size, merge_rows, num_qo_heads, num_kv_heads;
+  bool causal;
+  int32_t window_left;
+  bool use_alibi;
+  float sm_scale, logits_soft_cap;
+};
+
+// Defined in batch_prefill_kernels.cuh, instantiated in the generated sources (q == KV dtype) for
+// the paged (PAGED) and the ragged KV form. Grid columns that fill one wave for a query tile:
+template <int HEAD_DIM, DType D, bool PAGED>
+cudaError_t batch_prefill_capacity(uint32_t query_rows, uint32_t num_kv_heads, int device, uint32_t* max_items);
+template <int HEAD_DIM, DType D, bool PAGED>
+cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& problem, cudaStream_t stream);
+
+}  // namespace detail
+}  // namespace fi_core

@@ -1,0 +1,409 @@
+"""BatchPrefillWithPagedKVCacheWrapper and BatchPrefillWithRaggedKVCacheWrapper against a float64
+reference per request (test_prefill_gpu.prefill_reference), on fresh random inputs with NaN-poisoned
+outputs: dtypes x head dims x KV forms (ragged, paged page_size 1 / 16, one tensor or a (k, v)
+pair) x layouts x causal over ragged batches (1-token requests up to 2048 tokens, kv_len >= qo_len),
+GQA 1/4/8, variants, split and unsplit plans, zero-token requests, views, CUDA-graph replay and run()
+validation."""
+
+import random
+
+import pytest
+
+from conftest import HAS_GPU, case_seed, requires_gpu
+
+pytestmark = [pytest.mark.gpu, requires_gpu]
+
+if HAS_GPU:
+    import torch
+
+    import fi_core
+    from test_prefill_gpu import check, prefill_reference
+
+    HEAD_DIMS = fi_core.build_info()["head_dims"]
+else:
+    HEAD_DIMS = [128]
+
+DTYPES = ["float16", "bfloat16"]
+KV_FORMS = ["ragged", "paged1", "paged16", "paged16_tuple"]
+WORKSPACE_BYTES = 128 << 20
+
+
+def workspace():
+    return torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device="cuda")
+
+
+def csr(lengths, device="cpu"):
+    return torch.tensor([0] + [sum(lengths[: i + 1]) for i in range(len(lengths))], dtype=torch.int32, device=device)
+
+
+class Batch:
+    """A random batch: q [sum(qo_lens), Hq, D] and every request's keys and values, stored either
+    ragged (consecutive rows of one k and one v array) or in a paged cache
+    whose pages come from a shuffled pool (one [pages, 2, ...] tensor or a (k, v) pair)."""
+
+    def __init__(self, qo_lens, kv_lens, num_kv_heads, group, head_dim, dtype, form="paged16", layout="NHD",
+                 seed=0, strided=False):
+        rng = random.Random(seed)
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        dt = getattr(torch, dtype)
+        self.qo_lens, self.kv_lens, self.form, self.layout = list(qo_lens), list(kv_lens), form, layout
+        self.num_qo_heads, self.num_kv_heads, self.head_dim = num_kv_heads * group, num_kv_heads, head_dim
+        self.qo_indptr = csr(self.qo_lens)
+        q_big = torch.randn(sum(qo_lens), self.num_qo_heads * (2 if strided else 1), head_dim, device="cuda",
+                            generator=gen).to(dt)
+        self.q = q_big[:, ::2] if strided else q_big
+        self.keys = [torch.randn(n, num_kv_heads, head_dim, device="cuda", generator=gen).to(dt) for n in kv_lens]
+        self.values = [torch.randn(n, num_kv_heads, head_dim, device="cuda", generator=gen).to(dt) for n in kv_lens]
+        if form == "ragged":
+            self.kv_indptr = csr(kv_lens)
+            k = torch.cat(self.keys) if kv_lens else torch.empty(0, num_kv_heads, head_dim, device="cuda", dtype=dt)
+            v = torch.cat(self.values) if kv_lens else torch.empty_like(k)
+            if layout == "HND":
+                k, v = k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()
+            self.k, self.v = k, v
+            return
+        self.page_size = int(form[len("paged"):].split("_")[0])
+        ps = self.page_size
+        pages = [(n + ps - 1) // ps for n in kv_lens]
+        used = sum(pages)
+        num_pages = used + 3
+        ids = rng.sample(range(num_pages), used)
+        self.kv_indptr = csr(pages)
+        self.indices = torch.tensor(ids, dtype=torch.int32)
+        self.last_page_len = torch.tensor([n - (p - 1) * ps if p else 0 for n, p in zip(kv_lens, pages)],
+                                          dtype=torch.int32)
+        page_shape = (ps, num_kv_heads, head_dim) if layout == "NHD" else (num_kv_heads, ps, head_dim)
+        pool = torch.randn((num_pages * (2 if strided else 1), 2) + page_shape, device="cuda", generator=gen).to(dt)
+        cache = pool[::2] if strided else pool
+        for b, n in enumerate(kv_lens):
+            page_ids = ids[sum(pages[:b]): sum(pages[: b + 1])]
+            for j, page in enumerate(page_ids):
+                rows = slice(j * ps, min(n, (j + 1) * ps))
+                count = rows.stop - rows.start
+                for kv, src in ((0, self.keys[b]), (1, self.values[b])):
+                    block = src[rows]
+                    if layout == "NHD":
+                        cache[page, kv, :count] = block
+                    else:
+                        cache[page, kv, :, :count] = block.transpose(0, 1)
+        self.full = cache
+        self.cache = (cache[:, 0], cache[:, 1]) if form.endswith("tuple") else cache
+
+    def plan(self, wrapper, **opts):
+        if self.form == "ragged":
+            wrapper.plan(self.qo_indptr, self.kv_indptr, self.num_qo_heads, self.num_kv_heads, self.head_dim,
+                         q_data_type=self.q.dtype, **opts)
+        else:
+            wrapper.plan(self.qo_indptr, self.kv_indptr, self.indices, self.last_page_len, self.num_qo_heads,
+                         self.num_kv_heads, self.head_dim, self.page_size, q_data_type=self.q.dtype, **opts)
+
+    def wrapper(self, **kwargs):
+        cls = (fi_core.BatchPrefillWithRaggedKVCacheWrapper if self.form == "ragged"
+               else fi_core.BatchPrefillWithPagedKVCacheWrapper)
+        return cls(workspace(), kv_layout=self.layout, **kwargs)
+
+    def run(self, wrapper, q=None, **kwargs):
+        q = self.q if q is None else q
+        if self.form == "ragged":
+            return wrapper.run(q, self.k, self.v, **kwargs)
+        return wrapper.run(q, self.cache, **kwargs)
+
+    def check(self, out, lse, dtype, tol_scale=1.0, **opts):
+        """Each request against the float64 reference on its dense keys and values."""
+        assert torch.isfinite(out).all(), "out: non-finite (unwritten or NaN) elements"
+        for b, (qo_len, kv_len) in enumerate(zip(self.qo_lens, self.kv_lens)):
+            if qo_len == 0:
+                continue
+            rows = slice(int(self.qo_indptr[b]), int(self.qo_indptr[b + 1]))
+            ref_out, ref_lse = prefill_reference(self.q[rows], self.keys[b], self.values[b], **opts)
+            check(out[rows], None if lse is None else lse[rows], ref_out, ref_lse, dtype, tol_scale)
+
+
+def run_checked(batch, dtype, lse=True, tol_scale=1.0, wrapper=None, **opts):
+    wrapper = wrapper or batch.wrapper()
+    batch.plan(wrapper, **opts)
+    out = torch.full_like(batch.q, float("nan"))
+    lse_buf = torch.full(batch.q.shape[:2], float("nan"), device="cuda") if lse else None
+    got = batch.run(wrapper, out=out, lse=lse_buf)
+    if lse:
+        assert got[0] is out and got[1] is lse_buf
+    else:
+        assert got is out
+    ref_opts = {k: v for k, v in opts.items() if k in ("causal", "window_left", "logits_soft_cap", "sm_scale",
+                                                         "pos_encoding_mode")}
+    batch.check(out, lse_buf, dtype, tol_scale, **ref_opts)
+    return wrapper, out, lse_buf
+
+
+def random_lengths(rng, batch_size, longest=2048):
+    qo = [rng.choice([1, 1, 2, 16, 17, 64, 65, rng.randint(1, 700), rng.randint(1, longest)])
+          for _ in range(batch_size)]
+    kv = [q + rng.choice([0, 0, 1, rng.randint(0, 600)]) for q in qo]
+    return qo, kv
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("form", KV_FORMS)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_prefill_matches_reference(dtype, head_dim, form, layout, causal):
+    seed = case_seed("batch_prefill", dtype, head_dim, form, layout, causal)
+    rng = random.Random(seed)
+    group = rng.choice([1, 4, 8])
+    num_kv_heads = rng.choice([1, 2])
+    qo_lens, kv_lens = random_lengths(rng, rng.randint(1, 8))
+    batch = Batch(qo_lens, kv_lens, num_kv_heads, group, head_dim, dtype, form, layout, seed)
+    run_checked(batch, dtype, lse=rng.random() < 0.7, causal=causal)
+
+
+VARIANTS = {
+    "alibi": dict(pos_encoding_mode="ALIBI"),
+    "soft_cap": dict(logits_soft_cap=5.0, sm_scale=0.3),
+    "sm_scale": dict(sm_scale=0.05),
+    "window0": dict(window_left=0),
+    "window100": dict(window_left=100),
+    "window_alibi_cap": dict(window_left=70, pos_encoding_mode="ALIBI", logits_soft_cap=30.0),
+}
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("form", ["ragged", "paged16"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_prefill_variants(dtype, variant, form, causal):
+    seed = case_seed("batch_prefill_variant", dtype, variant, form, causal)
+    rng = random.Random(seed)
+    head_dim = HEAD_DIMS[len(HEAD_DIMS) // 2]
+    qo_lens, kv_lens = random_lengths(rng, 5, longest=600)
+    batch = Batch(qo_lens, kv_lens, 2, 4, head_dim, dtype, form, "NHD", seed)
+    tol_scale = 2.0 if "logits_soft_cap" in VARIANTS[variant] else 1.0  # tanh.approx
+    run_checked(batch, dtype, tol_scale=tol_scale, causal=causal, **VARIANTS[variant])
+
+
+@pytest.mark.parametrize("form", ["ragged", "paged1", "paged16"])
+@pytest.mark.parametrize("group", [1, 3, 8], ids=lambda g: f"g{g}")
+def test_decode_like_batches_use_16_row_tiles(form, group):
+    # Many 1- and 2-token appends: the average packed rows stay <= 16, so the 16-row kernel runs.
+    seed = case_seed("batch_prefill_small", form, group)
+    rng = random.Random(seed)
+    qo_lens = [rng.choice([1, 1, 2]) for _ in range(40)]
+    kv_lens = [q + rng.randint(0, 3000) for q in qo_lens]
+    batch = Batch(qo_lens, kv_lens, 2, group, HEAD_DIMS[0], "bfloat16", form, "HND", seed)
+    wrapper, _, _ = run_checked(batch, "bfloat16", causal=True)
+    assert wrapper.plan_info()["query_tile_rows"] == 16
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("form", ["ragged", "paged1", "paged16_tuple"])
+def test_split_kv_plans(form, causal):
+    # Few tiles and long keys: the plan splits the keys and merges partial states.
+    seed = case_seed("batch_prefill_split", form, causal)
+    batch = Batch([3, 1, 40], [20000, 7001, 9000], 2, 4, HEAD_DIMS[0], "float16", form, "NHD", seed)
+    wrapper, _, _ = run_checked(batch, "float16", causal=causal)
+    info = wrapper.plan_info()
+    assert info["num_partial_states"] > 0 and info["chunk_len"] > 0, info
+    assert info["num_work_items"] > info["num_tiles"], info
+
+
+def test_large_batch_is_not_split_and_long_requests_mix_with_short():
+    seed = case_seed("batch_prefill_large")
+    rng = random.Random(seed)
+    qo_lens = [2048, 1, 1, 513, 1, 64] + [rng.randint(1, 1500) for _ in range(20)]
+    kv_lens = [q + rng.choice([0, 5, 1000]) for q in qo_lens]
+    batch = Batch(qo_lens, kv_lens, 8, 4, HEAD_DIMS[0], "bfloat16", "paged16", "NHD", seed)
+    wrapper, _, _ = run_checked(batch, "bfloat16", causal=True)
+    info = wrapper.plan_info()
+    long_tile = 128 if HEAD_DIMS[0] <= 128 else 64  # two m16 tiles per warp up to head_dim 128
+    assert info["query_tile_rows"] == long_tile and info["num_partial_states"] == 0, info
+
+
+@pytest.mark.parametrize("group", [32, 3], ids=lambda g: f"g{g}")
+def test_groups_larger_than_a_tile_and_empty_requests(group):
+    # Zero-token requests pull the average below 16 packed rows: 16-row tiles, and with a group of
+    # 32 each token's heads spread over two tiles (split too: few tiles, long keys).
+    seed = case_seed("batch_prefill_groups", group)
+    batch = Batch([1, 0, 0, 0, 2, 0, 0, 0, 0, 0], [5000, 0, 3, 0, 3000, 1, 0, 0, 0, 0], 1, group, HEAD_DIMS[0],
+                  "float16", "paged16", "NHD", seed)
+    wrapper, _, _ = run_checked(batch, "float16", causal=True)
+    assert wrapper.plan_info()["query_tile_rows"] == 16
+
+
+def test_ragged_and_paged_agree():
+    seed = case_seed("batch_prefill_forms")
+    rng = random.Random(seed)
+    qo_lens, kv_lens = random_lengths(rng, 6)
+    outs = []
+    for form in ["ragged", "paged16", "paged1"]:
+        batch = Batch(qo_lens, kv_lens, 2, 4, HEAD_DIMS[0], "bfloat16", form, "NHD", seed)
+        wrapper = batch.wrapper()
+        batch.plan(wrapper, causal=True)
+        outs.append(batch.run(wrapper))
+    # Bitwise equal unless the forms' kernels differ in occupancy (and so in the split): rounding only.
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(outs[0], outs[2], rtol=1e-2, atol=1e-2)
+
+
+def test_strided_views_and_device_index_arrays():
+    seed = case_seed("batch_prefill_strided")
+    head_dim = HEAD_DIMS[-1]
+    batch = Batch([33, 1, 200], [40, 700, 200], 2, 4, head_dim, "float16", "paged16", "HND", seed, strided=True)
+    assert not batch.q.is_contiguous() and not batch.full.is_contiguous()
+    wrapper = batch.wrapper()
+    # Index arrays on the GPU (as the benchmark and serving engines pass them) are read back by plan().
+    wrapper.plan(batch.qo_indptr.cuda(), batch.kv_indptr.cuda(), batch.indices.cuda(), batch.last_page_len.cuda(),
+                 8, 2, head_dim, 16, causal=True, q_data_type=torch.float16, kv_data_type=torch.float16)
+    out_big = torch.full((batch.q.shape[0], 8, 2 * head_dim), float("nan"), dtype=torch.float16, device="cuda")
+    out = out_big[..., :head_dim]
+    wrapper.run(batch.q, batch.cache, out=out)
+    assert torch.isnan(out_big[..., head_dim:]).all(), "wrote outside the out view"
+    batch.check(out, None, "float16", causal=True)
+
+
+def test_allocates_outputs_deterministic_and_empty_batch():
+    seed = case_seed("batch_prefill_alloc")
+    batch = Batch([100, 7], [300, 7], 2, 4, HEAD_DIMS[0], "bfloat16", "ragged", "NHD", seed)
+    wrapper = batch.wrapper()
+    batch.plan(wrapper, causal=True)
+    out = batch.run(wrapper)
+    out2, lse = batch.run(wrapper, return_lse=True)
+    assert out.shape == batch.q.shape and lse.shape == batch.q.shape[:2] and lse.dtype == torch.float32
+    assert torch.equal(out, out2)
+    batch.check(out, lse, "bfloat16", causal=True)
+
+    empty = Batch([], [], 2, 4, HEAD_DIMS[0], "bfloat16", "paged16", "NHD", seed)
+    w = empty.wrapper()
+    empty.plan(w)
+    out0, lse0 = w.run(empty.q, batch_cache_for_empty(), return_lse=True)
+    torch.cuda.synchronize()
+    assert out0.shape == (0, 8, HEAD_DIMS[0]) and lse0.shape == (0, 8)
+
+
+def batch_cache_for_empty():
+    return torch.zeros(1, 2, 16, 2, HEAD_DIMS[0], dtype=torch.bfloat16, device="cuda")
+
+
+@pytest.mark.parametrize("form", ["paged16", "ragged"])
+def test_cuda_graph_replay_matches_eager(form):
+    seed = case_seed("batch_prefill_graph", form)
+    rng = random.Random(seed)
+    head_dim = HEAD_DIMS[0]
+    batch_size, num_pages_cap, kv_rows_cap = 4, 2048, 16384
+
+    def draw(step, total_cap=None):
+        # Lengths whose average packed rows (4 heads a token) stay in [20, 124]: every plan, graph
+        # or eager, takes the 64-row tile of the first, so that results agree bit for bit; at most
+        # the first plan's query rows; some long keys so that some plans split.
+        while True:
+            qo = [rng.choice([5, 17, 31, rng.randint(5, 31)]) for _ in range(batch_size)]
+            if total_cap is None or sum(qo) <= total_cap:
+                break
+        kv = [q + rng.choice([0, 10, rng.randint(0, 3000)]) for q in qo]
+        return Batch(qo, kv, 2, 4, head_dim, "float16", form, "NHD", seed + step)
+
+    first = draw(0)
+    total_cap = first.q.shape[0]
+    qo_buf = torch.empty(batch_size + 1, dtype=torch.int32, device="cuda")
+    kv_buf = torch.empty(batch_size + 1, dtype=torch.int32, device="cuda")
+    if form == "ragged":
+        graph_wrapper = fi_core.BatchPrefillWithRaggedKVCacheWrapper(workspace(), use_cuda_graph=True,
+                                                                     qo_indptr_buf=qo_buf, kv_indptr_buf=kv_buf)
+        k_static = torch.zeros(kv_rows_cap, 2, head_dim, dtype=torch.float16, device="cuda")
+        v_static = torch.zeros_like(k_static)
+    else:
+        graph_wrapper = fi_core.BatchPrefillWithPagedKVCacheWrapper(
+            workspace(), use_cuda_graph=True, qo_indptr_buf=qo_buf, paged_kv_indptr_buf=kv_buf,
+            paged_kv_indices_buf=torch.empty(num_pages_cap, dtype=torch.int32, device="cuda"),
+            paged_kv_last_page_len_buf=torch.empty(batch_size, dtype=torch.int32, device="cuda"))
+        cache_static = torch.zeros((num_pages_cap, 2, 16, 2, head_dim), dtype=torch.float16, device="cuda")
+    eager = first.wrapper()
+    q_static = torch.zeros(total_cap, 8, head_dim, dtype=torch.float16, device="cuda")
+    out_static = torch.full_like(q_static, float("nan"))
+    lse_static = torch.full((total_cap, 8), float("nan"), device="cuda")
+
+    def load(b):
+        q_static.zero_()
+        q_static[: b.q.shape[0]].copy_(b.q)
+        if form == "ragged":
+            k_static[: b.k.shape[0]].copy_(b.k)
+            v_static[: b.v.shape[0]].copy_(b.v)
+            b.k, b.v = k_static, v_static
+        else:
+            cache_static.zero_()
+            cache_static[: b.full.shape[0]].copy_(b.full)
+            b.cache = cache_static
+
+    def run_graph_wrapper():
+        if form == "ragged":
+            graph_wrapper.run(q_static, k_static, v_static, out=out_static, lse=lse_static)
+        else:
+            graph_wrapper.run(q_static, cache_static, out=out_static, lse=lse_static)
+
+    load(first)
+    first.plan(graph_wrapper, causal=True)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run_graph_wrapper()  # warm-up
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            run_graph_wrapper()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+
+    for step in range(1, 5):
+        nxt = draw(step, total_cap)
+        load(nxt)
+        nxt.plan(graph_wrapper, causal=True)
+        graph.replay()
+        nxt.plan(eager, causal=True)
+        nnz = sum(nxt.qo_lens)
+        want_out, want_lse = nxt.run(eager, q=q_static[:nnz], return_lse=True)
+        torch.cuda.synchronize()
+        assert graph_wrapper.plan_info()["query_tile_rows"] == eager.plan_info()["query_tile_rows"]
+        assert torch.equal(out_static[:nnz], want_out), f"step {step}: graph replay differs from eager"
+        assert torch.equal(lse_static[:nnz], want_lse), f"step {step}: graph lse differs from eager"
+        nxt.q = q_static[:nnz]
+        nxt.check(out_static[:nnz], lse_static[:nnz], "float16", causal=True)
+
+
+def test_run_validation():
+    seed = case_seed("batch_prefill_run_validation")
+    head_dim = HEAD_DIMS[0]
+    batch = Batch([5, 3], [20, 3], 2, 4, head_dim, "float16", "paged16", "NHD", seed)
+    wrapper = batch.wrapper()
+    batch.plan(wrapper)
+    q = batch.q
+
+    def expect(exc, fragment, q_=q, cache=batch.cache, **kw):
+        with pytest.raises(exc) as info:
+            wrapper.run(q_, cache, **kw)
+        assert fragment in str(info.value), str(info.value)
+
+    expect(ValueError, "q: expected shape [qo_indptr[-1], num_qo_heads, head_dim] = (8, 8, ", q_=q[:7])
+    expect(TypeError, "q: expected dtype float16, got bfloat16", q_=q.to(torch.bfloat16))
+    expect(TypeError, "paged_kv_cache: expected dtype float16, got bfloat16", cache=batch.full.to(torch.bfloat16))
+    expect(ValueError, "paged_kv_cache: expected at least", cache=batch.full[:1])
+    expect(ValueError, "paged_kv_cache: expected 2 (k and v) in dimension 1", cache=batch.full[:, :1])
+    expect(ValueError, "out: expected shape", out=torch.empty(8, 8, head_dim + 8, dtype=torch.float16, device="cuda"))
+    expect(TypeError, "lse: expected dtype float32", lse=torch.empty(8, 8, dtype=torch.float16, device="cuda"))
+    expect(ValueError, "k_scale: expected None", k_scale=0.5)
+    expect(TypeError, "q: expected a CUDA array", q_=q.cpu())
+
+    ragged = Batch([5, 3], [20, 3], 2, 4, head_dim, "float16", "ragged", "NHD", seed)
+    rw = ragged.wrapper()
+    ragged.plan(rw)
+    with pytest.raises(ValueError, match="k: expected shape \\[kv_indptr\\[-1\\], num_kv_heads, head_dim\\] = \\(23,"):
+        rw.run(ragged.q, ragged.k[:22], ragged.v)
+    with pytest.raises(ValueError, match="fp8 KV is not supported"):
+        rw.run(ragged.q, ragged.k.to(torch.float8_e4m3fn), ragged.v.to(torch.float8_e4m3fn))
+
+
+def test_single_prefill_still_matches_after_batching_the_kernel():
+    # The single-request path shares the kernel: a long GQA prompt and a 1-token append.
+    for qo_len, kv_len, group in [(3000, 3000, 4), (1, 4096, 8), (5, 9, 32)]:
+        seed = case_seed("single_via_batch", qo_len, kv_len, group)
+        batch = Batch([qo_len], [kv_len], 2, group, HEAD_DIMS[0], "bfloat16", "ragged", "NHD", seed)
+        out, lse = fi_core.single_prefill_with_kv_cache(batch.q, batch.keys[0], batch.values[0], causal=True,
+                                                        return_lse=True)
+        batch.check(out, lse, "bfloat16", causal=True)

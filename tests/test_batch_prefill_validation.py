@@ -1,0 +1,319 @@
+"""Batch prefill without a GPU: every bad plan() / constructor argument raises TypeError/ValueError
+naming the argument, what was expected and what was given (before any CUDA call: the workspace is
+a fake CUDA array), run() before plan() is refused, and the scheduler's partition of random batches
+covers every visible (request, token, head, key) exactly once, with bounded imbalance."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+import fi_core
+from conftest import case_seed
+from fake_arrays import FakeCudaArray
+
+HEAD_DIM = fi_core.build_info()["head_dims"][0]
+_C = fi_core._C
+STEP = 64        # PrefillTraits::kStepKeys in include/flashinfer/attention/prefill.cuh
+MIN_CHUNK = 256  # kMinPrefillChunkLen in include/flashinfer/attention/batch_prefill.cuh
+Paged = fi_core.BatchPrefillWithPagedKVCacheWrapper
+Ragged = fi_core.BatchPrefillWithRaggedKVCacheWrapper
+
+
+def csr(lengths):
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+
+
+def paged_args(qo_lens=(3, 40, 1), kv_lens=(5, 40, 17), **overrides):
+    page_size = 16
+    pages = [(n + page_size - 1) // page_size for n in kv_lens]
+    args = dict(qo_indptr=csr(qo_lens), paged_kv_indptr=csr(pages),
+                paged_kv_indices=np.arange(sum(pages), dtype=np.int32)[::-1].copy(),
+                paged_kv_last_page_len=np.array([n - (p - 1) * page_size for n, p in zip(kv_lens, pages)], np.int32),
+                num_qo_heads=8, num_kv_heads=2, head_dim_qk=HEAD_DIM, page_size=page_size)
+    args.update(overrides)
+    return args
+
+
+def ragged_args(qo_lens=(3, 40, 1), kv_lens=(5, 40, 17), **overrides):
+    args = dict(qo_indptr=csr(qo_lens), kv_indptr=csr(kv_lens), num_qo_heads=8, num_kv_heads=2,
+                head_dim_qk=HEAD_DIM)
+    args.update(overrides)
+    return args
+
+
+def workspace():
+    return FakeCudaArray((1 << 20,), "uint8")
+
+
+def expect_plan(exc, *fragments, ragged=False, wrapper_kwargs=None, **overrides):
+    wrapper = (Ragged if ragged else Paged)(workspace(), **(wrapper_kwargs or {}))
+    args = ragged_args(**overrides) if ragged else paged_args(**overrides)
+    with pytest.raises(exc) as info:
+        wrapper.plan(**args)
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
+def test_exported_like_flashinfer():
+    assert "BatchPrefillWithPagedKVCacheWrapper" in fi_core.__all__
+    assert "BatchPrefillWithRaggedKVCacheWrapper" in fi_core.__all__
+    assert Paged.forward is Paged.run and Ragged.forward is Ragged.run
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["paged", "ragged"])
+def test_lengths_validation(ragged):
+    kv_name = "kv_indptr" if ragged else "paged_kv_indptr"
+    expect_plan(ValueError, "qo_indptr: expected qo_len <= kv_len for every request",
+                "got qo_len = 6 > kv_len = 5 for request 0", ragged=ragged, qo_lens=(6, 40, 1))
+    expect_plan(ValueError, "qo_indptr: expected non-decreasing values, got qo_indptr[2] = 1 < qo_indptr[1] = 3",
+                ragged=ragged, qo_indptr=np.array([0, 3, 1, 4], np.int32))
+    expect_plan(ValueError, "qo_indptr: expected qo_indptr[0] >= 0, got -1", ragged=ragged,
+                qo_indptr=np.array([-1, 3, 4, 5], np.int32))
+    expect_plan(ValueError, f"{kv_name}: expected shape [batch_size + 1] (qo_indptr has batch_size + 1) = (4,), "
+                "got (3,)", ragged=ragged, **{kv_name: np.array([0, 1, 2], np.int32)})
+    expect_plan(ValueError, "qo_indptr: expected batch_size + 1 >= 1 entries, got 0", ragged=ragged,
+                qo_indptr=np.zeros(0, np.int32))
+    expect_plan(TypeError, "qo_indptr: expected an integer array (int32), got dtype float32", ragged=ragged,
+                qo_indptr=np.array([0, 1, 3, 5], np.float32))
+    expect_plan(ValueError, "qo_indptr: expected 1 dimensions", ragged=ragged,
+                qo_indptr=np.array([[0, 1, 3, 5]], np.int32))
+
+
+def test_page_table_validation():
+    expect_plan(ValueError, "paged_kv_last_page_len: expected values in [1, page_size = 16], got "
+                "paged_kv_last_page_len[1] = 17", paged_kv_last_page_len=np.array([5, 17, 1], np.int32))
+    expect_plan(ValueError, "paged_kv_last_page_len: expected shape [batch_size]",
+                paged_kv_last_page_len=np.array([5, 8], np.int32))
+    expect_plan(ValueError, "paged_kv_indices: expected page ids >= 0, got paged_kv_indices[2] = -4",
+                paged_kv_indices=np.array([3, 9, -4, 7, 1, 0], np.int32))
+    expect_plan(ValueError, "paged_kv_indices: expected at least paged_kv_indptr[-1] = 6 entries, got 5",
+                paged_kv_indices=np.array([3, 9, 4, 7, 2], np.int32))
+    expect_plan(ValueError, "page_size: expected a positive integer, got 0", page_size=0,
+                paged_kv_last_page_len=np.array([1, 1, 1], np.int32))
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["paged", "ragged"])
+def test_head_dtype_and_option_validation(ragged):
+    expect_plan(ValueError, "num_qo_heads: expected a positive multiple of num_kv_heads (3), got 8", ragged=ragged,
+                num_kv_heads=3)
+    expect_plan(ValueError, "head_dim: 96 (head_dim) is not in this build", ragged=ragged, head_dim_qk=96)
+    other_dim = 64 if HEAD_DIM != 64 else 128
+    expect_plan(ValueError, f"head_dim_vo: expected None or head_dim_qk ({HEAD_DIM}), got {other_dim}", ragged=ragged,
+                head_dim_vo=other_dim)
+    expect_plan(TypeError, "q_data_type: expected one of", ragged=ragged, q_data_type="int8")
+    expect_plan(ValueError, "q_data_type: expected float16 or bfloat16, got float32", ragged=ragged,
+                q_data_type="float32", kv_data_type="float32")
+    expect_plan(ValueError, "kv_data_type: expected the q data type (float16), got float8_e4m3fn",
+                "fp8 KV is not supported by prefill yet", ragged=ragged, kv_data_type="float8_e4m3fn")
+    expect_plan(ValueError, "kv_data_type: expected the q data type (float16), got bfloat16", ragged=ragged,
+                kv_data_type="bfloat16")
+    expect_plan(ValueError, "pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA", "not supported by prefill yet",
+                ragged=ragged, pos_encoding_mode="ROPE_LLAMA")
+    expect_plan(ValueError, "pos_encoding_mode: expected one of", ragged=ragged, pos_encoding_mode="ROPE")
+    expect_plan(ValueError, "window_left: expected -1 (no window) or >= 0, got -3", ragged=ragged, window_left=-3)
+    expect_plan(ValueError, "logits_soft_cap: expected >= 0", ragged=ragged, logits_soft_cap=-1.0)
+    expect_plan(TypeError, "num_qo_heads: expected an int, got float", ragged=ragged, num_qo_heads=8.0)
+    expect_plan(TypeError, "causal: expected a bool, got int", ragged=ragged, causal=1)
+    expect_plan(ValueError, "custom_mask: custom masks are not supported yet", ragged=ragged,
+                custom_mask=np.ones(10, bool))
+    expect_plan(ValueError, "packed_custom_mask: custom masks are not supported yet", ragged=ragged,
+                packed_custom_mask=np.ones(10, np.uint8))
+
+
+def test_constructor_validation():
+    with pytest.raises(TypeError, match="float_workspace_buffer: expected a CUDA array"):
+        Paged(np.zeros(16, np.uint8))
+    with pytest.raises(ValueError, match="kv_layout: expected one of 'NHD', 'HND', got 'NDH'"):
+        Ragged(workspace(), kv_layout="NDH")
+    with pytest.raises(ValueError, match="custom_mask_buf: custom masks are not supported yet"):
+        Paged(workspace(), custom_mask_buf=FakeCudaArray((16,), "uint8"))
+    with pytest.raises(ValueError, match="backend: expected 'auto' or 'fa2'"):
+        Ragged(workspace(), backend="fa3")
+    with pytest.raises(TypeError, match="paged_kv_indices_buf: expected an int32 CUDA array with use_cuda_graph"):
+        Paged(workspace(), use_cuda_graph=True, qo_indptr_buf=FakeCudaArray((4,), "int32"),
+              paged_kv_indptr_buf=FakeCudaArray((4,), "int32"),
+              paged_kv_last_page_len_buf=FakeCudaArray((3,), "int32"))
+    with pytest.raises(TypeError, match="kv_indptr_buf: expected an int32 CUDA array with use_cuda_graph"):
+        Ragged(workspace(), use_cuda_graph=True, qo_indptr_buf=FakeCudaArray((4,), "int32"))
+
+
+def test_cuda_graph_buffers():
+    buffers = dict(use_cuda_graph=True, qo_indptr_buf=FakeCudaArray((4,), "int32"),
+                   paged_kv_indptr_buf=FakeCudaArray((4,), "int32"),
+                   paged_kv_indices_buf=FakeCudaArray((4,), "int32"),
+                   paged_kv_last_page_len_buf=FakeCudaArray((3,), "int32"))
+    expect_plan(ValueError, "paged_kv_indices_buffer: expected room for at least 6 entries, got 4",
+                wrapper_kwargs=buffers)
+    expect_plan(ValueError, "qo_indptr: expected batch_size + 1 = 4 entries", wrapper_kwargs=buffers,
+                qo_lens=(3,), kv_lens=(5,))
+
+
+def test_run_before_plan_and_valid_plan_reaches_cuda():
+    wrapper = Paged(workspace())
+    with pytest.raises(RuntimeError, match="plan\\(\\) must succeed before run\\(\\)"):
+        wrapper.run(FakeCudaArray((44, 8, HEAD_DIM)), FakeCudaArray((9, 2, 16, 2, HEAD_DIM)))
+    if _C.cuda_device_count() == 0:
+        with pytest.raises(RuntimeError, match="CUDA error"):
+            wrapper.plan(**paged_args(causal=True, window_left=3, logits_soft_cap=2.0, pos_encoding_mode="ALIBI"))
+        with pytest.raises(RuntimeError, match="CUDA error"):
+            Ragged(workspace()).plan(**ragged_args(causal=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler alone.
+
+def visible(qo_len, kv_len, token, causal, window_left):
+    pos = token + kv_len - qo_len
+    begin = pos - window_left if 0 <= window_left < pos else 0
+    return begin, pos + 1 if causal else kv_len
+
+
+def schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_items, grid_size=0, merge_rows=0):
+    return _C.schedule_batch_prefill(csr(qo_lens), np.array(kv_lens, np.int32), group * 2, 2, causal, window_left,
+                                     tile_rows, max_items, grid_size, merge_rows)
+
+
+def check_schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_items, grid_size=0, merge_rows=0):
+    work, state_indptr, rows, chunk_len, num_tiles = schedule(qo_lens, kv_lens, group, causal, window_left,
+                                                              tile_rows, max_items, grid_size, merge_rows)
+    qo_indptr = csr(qo_lens)
+    nnz = int(qo_indptr[-1])
+    if tile_rows == 0:
+        avg = nnz * group / max(len(qo_lens), 1)
+        # The CPU entry point chooses as for head_dim 128, where 128-row tiles exist.
+        assert rows == (16 if avg <= 16 else 128 if avg >= 128 else 64), "query tile from the average packed rows"
+    else:
+        assert rows == tile_rows
+    real = [w for w in work if w[0] >= 0]
+    assert all(w[0] == -1 for w in work[len(real):]), "padding only at the end"
+    assert len(work) == max(grid_size, len(real))
+    assert len(state_indptr) == max(merge_rows, nnz) + 1
+    assert all(b >= a for a, b in zip(state_indptr, state_indptr[1:]))
+    # Longest work first.
+    costs = [(w[7] - w[6]) * (w[5] - w[4]) for w in real]
+    assert costs == sorted(costs, reverse=True)
+
+    intervals = {}   # (request, token, head) -> [(begin, end)] of visible keys covered
+    states = {}      # (request, token, head) -> [state]
+    tiles = {}       # (request, row_begin) -> (row_end, key range covered, num_chunks)
+    for request, qo_begin, qo_len, kv_len, row_begin, row_end, kv_begin, kv_end, partial, num_chunks, chunk in real:
+        assert qo_begin == qo_indptr[request] and qo_len == qo_lens[request] and kv_len == kv_lens[request]
+        assert 0 < row_end - row_begin <= rows and row_end <= qo_len * group
+        first, last = row_begin // group, (row_end - 1) // group
+        if group <= rows:
+            assert row_begin % group == 0 and (row_end % group == 0), "tiles hold whole tokens"
+        else:
+            assert first == last, "a token spread over tiles: one token per tile"
+        assert 0 <= chunk < num_chunks and kv_begin < kv_end
+        tile_begin, _ = visible(qo_len, kv_len, first, causal, window_left)
+        _, tile_end = visible(qo_len, kv_len, last, causal, window_left)
+        assert tile_begin <= kv_begin and kv_end <= tile_end, "a column reads only keys its tile sees"
+        if num_chunks > 1:
+            assert chunk_len > 0 and kv_end - kv_begin <= chunk_len and chunk_len % STEP == 0
+            assert kv_begin == tile_begin + chunk * chunk_len, "chunks in whole kernel steps"
+        else:
+            assert partial == -1 and (kv_begin, kv_end) == (tile_begin, tile_end)
+        span = tiles.setdefault((request, row_begin), [row_end, [], num_chunks])
+        span[1].append((kv_begin, kv_end))
+        for row in range(row_begin, row_end):
+            token, head = divmod(row, group)
+            b, e = visible(qo_len, kv_len, token, causal, window_left)
+            lo, hi = max(b, kv_begin), min(e, kv_end)
+            key = (request, token, head)
+            if lo < hi:
+                intervals.setdefault(key, []).append((lo, hi))
+            if partial >= 0:
+                state = partial + (token - first) * num_chunks + chunk
+                g = qo_begin + token
+                assert state_indptr[g] <= state < state_indptr[g + 1], "state within the token's CSR range"
+                assert state_indptr[g + 1] - state_indptr[g] == num_chunks
+                states.setdefault(key, []).append(state)
+            else:
+                assert state_indptr[qo_begin + token] == state_indptr[qo_begin + token + 1], \
+                    "an unsplit token has no partial states"
+    # Every visible (request, token, head, key) exactly once.
+    for request, (qo_len, kv_len) in enumerate(zip(qo_lens, kv_lens)):
+        for token in range(qo_len):
+            b, e = visible(qo_len, kv_len, token, causal, window_left)
+            for head in range(group):
+                got = sorted(intervals.get((request, token, head), []))
+                assert got and got[0][0] == b and got[-1][1] == e, f"request {request} token {token} head {head}"
+                for (_, e0), (b1, _) in zip(got, got[1:]):
+                    assert e0 == b1, f"gap or overlap at request {request} token {token} head {head}"
+    # Each split (token, head) writes each of its states once.
+    for key, got in states.items():
+        assert len(got) == len(set(got))
+    assert sum(len(v) for v in states.values()) == (int(state_indptr[-1]) * group if states else 0)
+
+    # Balance: a batch with enough tiles is not split; else the chunks fit one wave and are as short
+    # as the wave allows.
+    assert num_tiles == len(tiles)
+    if num_tiles >= max_items:
+        assert len(real) == num_tiles and chunk_len == 0
+    else:
+        assert len(real) <= max_items, "the split fits one wave"
+        ranges = [(min(r[0] for r in span[1]), max(r[1] for r in span[1])) for span in tiles.values()]
+        if chunk_len > 0:
+            longest = max(e - b for b, e in ranges)
+            if chunk_len > MIN_CHUNK:
+                shorter = chunk_len - STEP
+                assert sum(max(1, math.ceil((e - b) / shorter)) for b, e in ranges) > max_items, "shortest chunk"
+            total_keys = sum(e - b for b, e in ranges)
+            bound = max(MIN_CHUNK, STEP * math.ceil(total_keys / (max_items - num_tiles) / STEP))
+            assert chunk_len <= max(bound, STEP * math.ceil(longest / STEP))
+            assert max(w[7] - w[6] for w in real) <= min(chunk_len, bound)
+    return rows, chunk_len, len(real)
+
+
+@pytest.mark.parametrize("trial", range(60))
+def test_schedule_covers_every_visible_pair_once(trial):
+    rng = random.Random(case_seed("prefill_schedule", trial))
+    batch = rng.choice([1, 2, 5, 16, 40])
+    qo_lens = [rng.choice([0, 1, 1, 2, 15, 16, 17, 63, 64, 65, rng.randint(1, 300)]) for _ in range(batch)]
+    kv_lens = [q + rng.choice([0, 0, 1, 63, rng.randint(0, 3000)]) for q in qo_lens]
+    group = rng.choice([1, 2, 3, 4, 8, 16, 32])
+    causal = rng.random() < 0.6
+    window_left = rng.choice([-1, -1, 0, 5, 200])
+    tile_rows = rng.choice([0, 16, 64, 128])
+    max_items = rng.choice([4, 33, 132, 264])
+    graph = rng.random() < 0.3
+    nnz = sum(qo_lens)
+    check_schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_items,
+                   grid_size=max(max_items, 4 * nnz + batch) if graph else 0, merge_rows=nnz + 7 if graph else 0)
+
+
+def test_schedule_splits_short_batches_with_long_keys():
+    # One request, 4 tokens x 4 heads against 20000 keys: one 16-row tile; 33 columns per wave.
+    rows, chunk_len, items = check_schedule([4], [20000], 4, True, -1, 0, 33)
+    assert rows == 16 and items <= 33 and chunk_len == STEP * math.ceil(20000 / 33 / STEP)
+    # A long prompt (nearly) fills the GPU by itself (2 KV heads x 132 columns = 264 CTAs, 2 per
+    # SM): 128-row tiles, never split (128 columns: a split would shorten the longest by 3%).
+    rows, chunk_len, items = check_schedule([4096], [4096], 4, True, -1, 0, 132)
+    assert (rows, chunk_len, items) == (128, 0, 4096 * 4 // 128)
+    rows, chunk_len, items = check_schedule([16384], [16384], 1, False, -1, 0, 132)
+    assert (rows, chunk_len, items) == (128, 0, 16384 // 128)
+    # A few long requests on a large GPU: split, the longest column at most 3/4 of a request.
+    rows, chunk_len, items = check_schedule([2048, 2048], [2048, 2048], 1, False, -1, 0, 132)
+    assert rows == 128 and 0 < chunk_len <= 2048 * 3 // 4 and items <= 132
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "zipf"])
+@pytest.mark.parametrize("max_items", [33, 264, 2000])
+def test_schedule_balance_for_uniform_and_zipf_batches(distribution, max_items):
+    rng = random.Random(case_seed("prefill_balance", distribution))
+    if distribution == "uniform":
+        qo_lens = [rng.randint(512, 2048) for _ in range(16)]
+    else:  # rank-based Zipf as in bench/workloads.py: one long request among many short ones
+        qo_lens = [max(64, round(8192 / rank)) for rank in range(1, 17)]
+        rng.shuffle(qo_lens)
+    rows, chunk_len, items = check_schedule(qo_lens, qo_lens, 4, True, -1, 0, max_items)
+    assert rows == 128
+
+
+def test_schedule_validation():
+    with pytest.raises(ValueError, match="kv_lens: expected kv_len >= qo_len for every request, got kv_lens\\[1\\] = 2"):
+        schedule([1, 3], [5, 2], 4, True, -1, 0, 10)
+    with pytest.raises(ValueError, match="query_tile_rows: expected 0 \\(automatic, as for head_dim 128\\), 16, 64 or 128, got 32"):
+        schedule([1], [5], 4, True, -1, 32, 10)
