@@ -7,7 +7,7 @@ void bind_prefill(nb::module_& m) {
   m.def(
       "single_prefill",
       [](OptionalArray q, OptionalArray k, OptionalArray v, OptionalArray out, OptionalArray lse,
-         std::optional<std::string> kv_fp8_dtype, bool causal, int kv_layout, int pos_encoding_mode,
+         OptionalArray packed_custom_mask, std::optional<std::string> kv_fp8_dtype, bool causal, int kv_layout, int pos_encoding_mode,
          int window_left, float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta,
          uintptr_t stream, bool synchronize) {
         fi_core::SinglePrefillArgs a;
@@ -18,6 +18,7 @@ void bind_prefill(nb::module_& m) {
         reinterpret_fp8(a.v, kv_fp8_dtype);
         a.out = view(out, "out");
         a.lse = view(lse, "lse");
+        a.packed_custom_mask = view(packed_custom_mask, "packed_custom_mask");
         a.causal = causal;
         a.kv_layout = fi_core::KVLayout(kv_layout);
         a.pos_encoding_mode = fi_core::PosEncodingMode(pos_encoding_mode);
@@ -29,7 +30,8 @@ void bind_prefill(nb::module_& m) {
         throw_if_error(launch_and_wait([&] { return fi_core::single_prefill(a, as_stream(stream)); },
                                        stream, synchronize));
       },
-      "q"_a.none(), "k"_a.none(), "v"_a.none(), "out"_a.none(), "lse"_a.none(), "kv_fp8_dtype"_a.none(),
+      "q"_a.none(), "k"_a.none(), "v"_a.none(), "out"_a.none(), "lse"_a.none(), "packed_custom_mask"_a.none(),
+      "kv_fp8_dtype"_a.none(),
       "causal"_a, "kv_layout"_a, "pos_encoding_mode"_a, "window_left"_a, "logits_soft_cap"_a,
       "sm_scale"_a, "rope_scale"_a, "rope_theta"_a, "stream"_a, "synchronize"_a,
       "Launches single-request prefill on `stream` (a cudaStream_t as an integer).");
@@ -54,7 +56,8 @@ void bind_prefill(nb::module_& m) {
       [](fi_core::BatchPrefillPlan& plan, bool paged, OptionalArray qo_indptr, OptionalArray kv_indptr,
          OptionalArray indices, OptionalArray last_page_len, int64_t page_size, OptionalArray workspace,
          bool use_cuda_graph, OptionalArray qo_indptr_buffer, OptionalArray kv_indptr_buffer,
-         OptionalArray indices_buffer, OptionalArray last_page_len_buffer, int64_t num_qo_heads,
+         OptionalArray indices_buffer, OptionalArray last_page_len_buffer, OptionalArray packed_custom_mask,
+         OptionalArray custom_mask_buffer, OptionalArray mask_indptr_buffer, int64_t num_qo_heads,
          int64_t num_kv_heads, int64_t head_dim, std::string q_dtype, std::string kv_dtype, bool causal,
          int pos_encoding_mode, int window_left, float logits_soft_cap, float sm_scale, float rope_scale,
          float rope_theta, uintptr_t stream) {
@@ -71,6 +74,9 @@ void bind_prefill(nb::module_& m) {
         a.kv_indptr_buffer = view(kv_indptr_buffer, paged ? "paged_kv_indptr_buf" : "kv_indptr_buf");
         a.indices_buffer = view(indices_buffer, "paged_kv_indices_buf");
         a.last_page_len_buffer = view(last_page_len_buffer, "paged_kv_last_page_len_buf");
+        a.packed_custom_mask = view(packed_custom_mask, "packed_custom_mask");
+        a.custom_mask_buffer = view(custom_mask_buffer, "custom_mask_buf");
+        a.mask_indptr_buffer = view(mask_indptr_buffer, "mask_indptr_buf");
         a.num_qo_heads = num_qo_heads;
         a.num_kv_heads = num_kv_heads;
         a.head_dim = head_dim;
@@ -88,7 +94,8 @@ void bind_prefill(nb::module_& m) {
       "plan"_a, "paged"_a, "qo_indptr"_a.none(), "kv_indptr"_a.none(), "indices"_a.none(),
       "last_page_len"_a.none(), "page_size"_a, "workspace"_a.none(), "use_cuda_graph"_a,
       "qo_indptr_buffer"_a.none(), "kv_indptr_buffer"_a.none(), "indices_buffer"_a.none(),
-      "last_page_len_buffer"_a.none(), "num_qo_heads"_a, "num_kv_heads"_a, "head_dim"_a, "q_dtype"_a,
+      "last_page_len_buffer"_a.none(), "packed_custom_mask"_a.none(), "custom_mask_buffer"_a.none(),
+      "mask_indptr_buffer"_a.none(), "num_qo_heads"_a, "num_kv_heads"_a, "head_dim"_a, "q_dtype"_a,
       "kv_dtype"_a, "causal"_a, "pos_encoding_mode"_a, "window_left"_a, "logits_soft_cap"_a, "sm_scale"_a,
       "rope_scale"_a, "rope_theta"_a, "stream"_a,
       "Plans a batch prefill from host index arrays; copies the schedule to the device on `stream`.");

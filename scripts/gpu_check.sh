@@ -102,13 +102,13 @@ sanitize batch_decode memcheck "$T/test_batch_decode_gpu.py" \
 sanitize batch_decode racecheck "$T/test_batch_decode_gpu.py" \
   -k "(matches_reference and d128 and ps16 and tuple and HND and (none or rope) and bfloat16-bfloat16) or (strided and tensor_cores) or (large and 257 and tensor_cores)"
 sanitize prefill memcheck "$T/test_prefill_gpu.py" \
-  -k "(matches_reference and d128 and g4 and (q1_kv300 or q129_kv129 or q700_kv1500)) or (variants and d128 and float16 and q300_kv1000) or strided or empty or uneven"
+  -k "(matches_reference and d128 and g4 and (q1_kv300 or q129_kv129 or q700_kv1500)) or (variants and d128 and float16 and q300_kv1000) or strided or empty or uneven or (custom_mask and float16 and g4 and q129_kv700 and (p0 or p50)) or (custom_mask_variants and window)"
 sanitize prefill racecheck "$T/test_prefill_gpu.py" \
-  -k "matches_reference and d128 and g4 and NHD and (q37_kv37 or q129_kv129)"
+  -k "(matches_reference and d128 and g4 and NHD and (q37_kv37 or q129_kv129)) or (custom_mask and bfloat16 and g1 and q37_kv37 and p50)"
 sanitize batch_prefill memcheck "$T/test_batch_prefill_gpu.py" \
-  -k "(matches_reference and d128 and bfloat16 and NHD and (ragged or paged1)) or split or groups or strided or empty or graph or run_validation"
+  -k "(matches_reference and d128 and bfloat16 and NHD and (ragged or paged1)) or split or groups or strided or empty or graph or run_validation or (test_batch_prefill_custom_mask and paged1 and g4 and p50)"
 sanitize batch_prefill racecheck "$T/test_batch_prefill_gpu.py" \
-  -k "(matches_reference and d128 and float16 and paged16 and HND and causal) or (decode_like and paged16 and g8) or (split and ragged and causal)"
+  -k "(matches_reference and d128 and float16 and paged16 and HND and causal) or (decode_like and paged16 and g8) or (split and ragged and causal) or (test_batch_prefill_custom_mask and ragged and g1 and p50)"
 sanitize ops memcheck "$T/test_norm_gpu.py" "$T/test_activation_gpu.py" "$T/test_rope_gpu.py" \
   -k "not matches_reference and not cos_sin_cache or test_cos_sin_cache_with_3d"
 sanitize ops racecheck "$T/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)"

@@ -32,6 +32,9 @@ struct BatchPrefillPlan::Impl {
   DType q_dtype = DType::kFloat16;
   bool causal = false, use_alibi = false;
   int32_t window_left = -1;
+  // Custom mask (nullptr: none): the packed bits, and request b's first byte at mask_indptr[b].
+  const uint8_t* custom_mask = nullptr;
+  const int32_t* mask_indptr = nullptr;
   float logits_soft_cap = 0.f, sm_scale = 0.f;
   // The schedule and where it lives on the device.
   uint32_t query_rows = 0, num_tiles = 0, num_work_items = 0, grid_size = 0, merge_rows = 0;
@@ -46,6 +49,7 @@ struct BatchPrefillPlan::Impl {
   // CUDA-graph mode: the launch shape fixed by the first such plan (0: none yet).
   int64_t graph_batch_size = 0;
   uint32_t graph_max_rows = 0, graph_query_rows = 0, graph_grid = 0, graph_states = 0;
+  bool graph_custom_mask = false;  // the captured kernel reads a custom mask
   // Pinned host memory the schedule is staged in, and the event that marks the end of its last
   // copy (the staging buffer is rewritten only after that).
   void* staging = nullptr;
@@ -208,6 +212,38 @@ Status check_page_ids(const BatchPrefillPlanArgs& a, int64_t* min_num_pages) {
   return c.status();
 }
 
+// The custom mask's layout: request b's [qo_len, kv_len] bits padded to whole bytes, the requests
+// one after another (as segment_packbits writes them); mask_indptr [batch_size + 1] gets each
+// request's first byte. Checks the packed mask against it, and in CUDA-graph mode the buffers it
+// is copied into.
+Status check_custom_mask(const BatchPrefillPlanArgs& a, const std::vector<uint32_t>& kv_len,
+                         std::vector<int32_t>* mask_indptr) {
+  Checker c;
+  const auto* qo_indptr = static_cast<const int32_t*>(a.qo_indptr.data);
+  const size_t batch = kv_len.size();
+  std::vector<int64_t> offsets(batch + 1, 0);
+  for (size_t b = 0; b < batch; ++b)
+    offsets[b + 1] = offsets[b] + (int64_t(qo_indptr[b + 1] - qo_indptr[b]) * kv_len[b] + 7) / 8;
+  const int64_t total = offsets[batch];
+  const char* what = "the sum over requests of ceil(qo_len * kv_len / 8)";
+  c.packed_mask(a.packed_custom_mask, "packed_custom_mask", total, false, what, a.workspace, "workspace");
+  c.require(total <= std::numeric_limits<int32_t>::max(), [&] {
+    return "packed_custom_mask: expected at most 2^31 - 1 bytes for the batch (its offsets are int32), got " +
+           num(total);
+  });
+  if (a.use_cuda_graph) {
+    if (c.ok() && !a.custom_mask_buffer.present())
+      c.fail(StatusCode::kTypeError, "custom_mask_buf: expected a uint8 CUDA array (the wrapper's) for a custom mask "
+                                     "with use_cuda_graph=True, got None");
+    c.packed_mask(a.custom_mask_buffer, "custom_mask_buf", total, true, what, a.workspace, "workspace");
+    if (a.mask_indptr_buffer.present())
+      device_int32_buffer(c, a.mask_indptr_buffer, "mask_indptr_buf", int64_t(batch) + 1, a.workspace);
+  }
+  if (!c.ok()) return c.status();
+  mask_indptr->assign(offsets.begin(), offsets.end());
+  return Status::Ok();
+}
+
 Status check_plan_options(const BatchPrefillPlanArgs& a) {
   Checker c;
   c.present(a.workspace, "workspace").on_cuda(a.workspace, "workspace");
@@ -284,6 +320,12 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
     st = check_page_ids(a, &min_num_pages);
     if (!st.ok()) return st;
   }
+  const bool has_mask = a.packed_custom_mask.present();
+  std::vector<int32_t> mask_indptr;
+  if (has_mask) {
+    st = check_custom_mask(a, kv_len, &mask_indptr);
+    if (!st.ok()) return st;
+  }
 
   BatchPrefillPlan::Impl& p = plan->impl();
   const uint32_t batch = uint32_t(a.qo_indptr.shape[0] - 1);
@@ -302,6 +344,13 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
       return "qo_indptr: expected at most " + num(p.graph_max_rows) +
              " query rows in total (qo_indptr[-1], fixed by the first plan with use_cuda_graph), got " +
              num(total_rows);
+    });
+    c.require(has_mask == p.graph_custom_mask, [&] {
+      return p.graph_custom_mask
+                 ? std::string("packed_custom_mask: expected a custom mask (the first plan with use_cuda_graph had "
+                               "one, and the captured kernel reads it), got None")
+                 : std::string("packed_custom_mask: expected None (the first plan with use_cuda_graph had no custom "
+                               "mask, and the captured kernel ignores it), got a mask");
     });
     if (!c.ok()) return c.status();
   }
@@ -326,7 +375,8 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   detail::DeviceGuard guard(device);
   const uint32_t query_rows =
       graph_fixed ? p.graph_query_rows
-                  : flashinfer::attention::choose_query_rows(uint64_t(total_rows) * group, batch, uint32_t(a.head_dim));
+                  : flashinfer::attention::choose_query_rows(uint64_t(total_rows) * group, batch, uint32_t(a.head_dim),
+                                                             has_mask);
   const PrefillTiling tiling{group, query_rows};
   uint32_t max_items = 0;
   st = detail::cuda_status(
@@ -351,20 +401,23 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
     merge_rows = max_rows;
   }
   flashinfer::attention::BatchPrefillSchedule schedule;
-  flashinfer::attention::schedule_batch_prefill(qo_indptr, kv_len.data(), kv_start.data(), batch, tiling, a.causal,
-                                                a.window_left, max_items,
-                                                graph_grid, merge_rows, &schedule);
+  // A custom mask replaces the causal bound: every key up to kv_len may be visible.
+  flashinfer::attention::schedule_batch_prefill(qo_indptr, kv_len.data(), kv_start.data(), batch, tiling,
+                                                a.causal && !has_mask, a.window_left, max_items, graph_grid,
+                                                merge_rows, &schedule);
 
-  // Workspace layout: [work items | state_indptr | page table | partial lse | partial o]; the
-  // first three are staged on the host and copied at once (in CUDA-graph mode the page table goes
-  // to the caller's buffer instead, and the caller's indptr copies follow it in the staging).
+  // Workspace layout: [work items | state_indptr | mask_indptr | page table | partial lse | partial
+  // o]; the first four are staged on the host and copied at once (in CUDA-graph mode the page table
+  // goes to the caller's buffer instead, and the caller's indptr copies follow it in the staging).
+  // The mask bits stay where the caller has them (CUDA-graph mode: copied to custom_mask_buf).
   const uint32_t states = a.use_cuda_graph ? graph_states : schedule.num_partial_states;
   const size_t num_indices = a.paged ? size_t(kv_indptr[batch]) : 0;
   const bool indices_on_device = a.paged && a.indices.device >= 0;
   const size_t staged_indices = indices_on_device ? 0 : num_indices;
   const size_t work_offset = 0;
   const size_t indptr_offset = align_up(work_offset + schedule.work.size() * sizeof(PrefillWork));
-  const size_t table_offset = align_up(indptr_offset + schedule.state_indptr.size() * sizeof(int32_t));
+  const size_t mask_indptr_offset = align_up(indptr_offset + schedule.state_indptr.size() * sizeof(int32_t));
+  const size_t table_offset = align_up(mask_indptr_offset + mask_indptr.size() * sizeof(int32_t));
   const size_t table_end = table_offset + staged_indices * sizeof(int32_t);
   const size_t lse_offset = align_up(a.use_cuda_graph ? table_offset : table_end);
   const size_t o_offset = align_up(lse_offset + size_t(states) * a.num_qo_heads * sizeof(float));
@@ -383,6 +436,7 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   auto* staging = static_cast<uint8_t*>(p.staging);
   std::memcpy(staging + work_offset, schedule.work.data(), schedule.work.size() * sizeof(PrefillWork));
   std::memcpy(staging + indptr_offset, schedule.state_indptr.data(), schedule.state_indptr.size() * sizeof(int32_t));
+  if (has_mask) std::memcpy(staging + mask_indptr_offset, mask_indptr.data(), mask_indptr.size() * sizeof(int32_t));
   if (staged_indices > 0) std::memcpy(staging + table_offset, a.indices.data, staged_indices * sizeof(int32_t));
   auto* extra = reinterpret_cast<int32_t*>(staging + extra_offset);
   std::memcpy(extra, qo_indptr, (batch + 1) * sizeof(int32_t));
@@ -411,6 +465,14 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
       err = copy(a.qo_indptr_buffer.data, extra_offset, (batch + 1) * ints);
     if (err == cudaSuccess && a.kv_indptr_buffer.present())
       err = copy(a.kv_indptr_buffer.data, extra_offset + (batch + 1) * ints, (batch + 1) * ints);
+    if (has_mask) {
+      const size_t mask_bytes = size_t(mask_indptr.back());
+      if (err == cudaSuccess && a.packed_custom_mask.data != a.custom_mask_buffer.data && mask_bytes > 0)
+        err = cudaMemcpyAsync(a.custom_mask_buffer.data, a.packed_custom_mask.data, mask_bytes,
+                              cudaMemcpyDeviceToDevice, stream);
+      if (err == cudaSuccess && a.mask_indptr_buffer.present())
+        err = copy(a.mask_indptr_buffer.data, mask_indptr_offset, (batch + 1) * ints);
+    }
   }
   if (err == cudaSuccess && p.staged == nullptr) err = cudaEventCreateWithFlags(&p.staged, cudaEventDisableTiming);
   if (err == cudaSuccess) err = cudaEventRecord(p.staged, stream);
@@ -423,6 +485,7 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
     p.graph_query_rows = query_rows;
     p.graph_grid = graph_grid;
     p.graph_states = graph_states;
+    p.graph_custom_mask = has_mask;
   }
   p.device = device;
   p.paged = a.paged;
@@ -438,6 +501,10 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   p.causal = a.causal;
   p.use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
   p.window_left = a.window_left;
+  p.custom_mask = has_mask ? static_cast<const uint8_t*>(a.use_cuda_graph ? a.custom_mask_buffer.data
+                                                                          : a.packed_custom_mask.data)
+                           : nullptr;
+  p.mask_indptr = has_mask ? reinterpret_cast<const int32_t*>(workspace + mask_indptr_offset) : nullptr;
   p.logits_soft_cap = a.logits_soft_cap;
   p.sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(a.head_dim));
   p.query_rows = query_rows;
@@ -657,6 +724,8 @@ Status batch_prefill(const BatchPrefillRunArgs& a, const BatchPrefillPlan& plan,
   pr.num_kv_heads = uint32_t(p.num_kv_heads);
   pr.causal = p.causal;
   pr.window_left = p.window_left;
+  pr.custom_mask = p.custom_mask;
+  pr.mask_indptr = p.mask_indptr;
   pr.use_alibi = p.use_alibi;
   pr.sm_scale = p.sm_scale;
   pr.logits_soft_cap = p.logits_soft_cap;

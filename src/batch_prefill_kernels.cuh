@@ -42,6 +42,8 @@ cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t
   p.group_size = flashinfer::math::FastDivmod(pr.num_qo_heads / pr.num_kv_heads);
   p.causal = pr.causal;
   p.window_left = pr.window_left;
+  p.custom_mask = pr.custom_mask;
+  p.mask_indptr = pr.mask_indptr;
   p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
   p.v_scale = 1.f;
   p.partial_o = pr.partial_o;

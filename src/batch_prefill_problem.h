@@ -31,6 +31,9 @@ struct BatchPrefillProblem {
   uint32_t query_rows, grid_size, merge_rows, num_qo_heads, num_kv_heads;
   bool causal;
   int32_t window_left;
+  // Custom mask, or nullptr for none: request b's bits from byte mask_indptr[b] (device memory).
+  const uint8_t* custom_mask;
+  const int32_t* mask_indptr;
   bool use_alibi;
   float sm_scale, logits_soft_cap;
 };

@@ -251,6 +251,16 @@ Checker& Checker::request_kv(const TensorView& k, const TensorView& v, const Ten
   return last_dim_contiguous(v, "v").same_device(v, "v", q, "q");
 }
 
+Checker& Checker::packed_mask(const TensorView& t, const char* name, int64_t bytes, bool at_least,
+                              const std::string& what, const TensorView& ref, const char* ref_name) {
+  present(t, name).on_cuda(t, name).dtype_in(t, name, {DType::kUInt8}).ndim(t, name, 1, "[num_bytes]");
+  contiguous(t, name).same_device(t, name, ref, ref_name);
+  return require(!ok() || (at_least ? t.shape[0] >= bytes : t.shape[0] == bytes), [&] {
+    return std::string(name) + ": expected " + (at_least ? "room for at least " : "") + std::to_string(bytes) +
+           " bytes (" + what + "), got " + std::to_string(t.shape[0]);
+  });
+}
+
 Checker& Checker::attention_heads(int64_t head_dim, const char* head_dim_source, int64_t num_qo_heads,
                                   int64_t num_kv_heads) {
   require(detail::head_dim_in_build(int(head_dim)), [&] {

@@ -62,6 +62,11 @@ class Checker {
   // [kv_len, num_kv_heads, head_dim] (NHD) or [num_kv_heads, kv_len, head_dim] (HND) of one
   // 16-bit or fp8 dtype, with a contiguous last dimension, on q's device.
   Checker& request_kv(const TensorView& k, const TensorView& v, const TensorView& q, KVLayout kv_layout);
+  // A bit-packed custom attention mask (or a buffer for one): a contiguous 1-D uint8 CUDA array on
+  // ref's device with exactly `bytes` bytes (at_least: at least `bytes`); `what` says what the
+  // count is made of.
+  Checker& packed_mask(const TensorView& t, const char* name, int64_t bytes, bool at_least, const std::string& what,
+                       const TensorView& ref, const char* ref_name);
   // head_dim compiled into this build, num_qo_heads a positive multiple of num_kv_heads.
   Checker& attention_heads(int64_t head_dim, const char* head_dim_source, int64_t num_qo_heads,
                            int64_t num_kv_heads);

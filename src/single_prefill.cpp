@@ -57,6 +57,12 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
     c.shape(a.lse, "lse", {qo_len, num_qo_heads}, "[qo_len, num_qo_heads]").last_dim_contiguous(a.lse, "lse");
     c.same_device(a.lse, "lse", a.q, "q");
   }
+  if (a.packed_custom_mask.present()) {
+    c.packed_mask(a.packed_custom_mask, "packed_custom_mask", (qo_len * kv_len + 7) / 8, false,
+                  "ceil(qo_len * kv_len / 8) = ceil(" + std::to_string(qo_len) + " * " + std::to_string(kv_len) +
+                      " / 8)",
+                  a.q, "q");
+  }
   // Rows move as 16-byte chunks.
   c.rows_aligned(a.q, "q", 16).rows_aligned(a.out, "out", 16).rows_aligned(a.k, "k", 16).rows_aligned(a.v, "v", 16);
 
@@ -88,6 +94,8 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
   pr->num_kv_heads = uint32_t(num_kv_heads);
   pr->causal = a.causal;
   pr->window_left = a.window_left;
+  pr->custom_mask =
+      a.packed_custom_mask.present() ? static_cast<const uint8_t*>(a.packed_custom_mask.data) : nullptr;
   pr->use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
   pr->sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(head_dim));
   pr->logits_soft_cap = a.logits_soft_cap;

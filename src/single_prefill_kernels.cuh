@@ -33,6 +33,8 @@ cudaError_t run_single_prefill_kernel(const SinglePrefillProblem& pr, cudaStream
   p.num_kv_heads = pr.num_kv_heads;
   p.causal = pr.causal;
   p.window_left = pr.window_left;
+  p.custom_mask = pr.custom_mask;
+  p.mask_indptr = nullptr;  // one request: its mask starts at byte 0
   p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
   p.v_scale = 1.f;
   return Kernel::run(p, stream);

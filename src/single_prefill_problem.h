@@ -22,6 +22,8 @@ struct SinglePrefillProblem {
   uint32_t qo_len, kv_len, num_qo_heads, num_kv_heads;
   bool causal;
   int32_t window_left;
+  // Bit-packed [qo_len, kv_len] custom mask (little bit order), or nullptr for none.
+  const uint8_t* custom_mask;
   bool use_alibi;
   float sm_scale, logits_soft_cap;
   int device;

@@ -3,7 +3,8 @@ reference per request (test_prefill_gpu.prefill_reference), on fresh random inpu
 outputs: dtypes x head dims x KV forms (ragged, paged page_size 1 / 16, one tensor or a (k, v)
 pair) x layouts x causal over ragged batches (1-token requests up to 2048 tokens, kv_len >= qo_len),
 GQA 1/4/8, variants, split and unsplit plans, zero-token requests, views, CUDA-graph replay and run()
-validation."""
+validation; custom masks (bool and packed) at several densities, with variants, splits, large
+groups and CUDA graphs."""
 
 import random
 
@@ -108,13 +109,16 @@ class Batch:
             return wrapper.run(q, self.k, self.v, **kwargs)
         return wrapper.run(q, self.cache, **kwargs)
 
-    def check(self, out, lse, dtype, tol_scale=1.0, **opts):
-        """Each request against the float64 reference on its dense keys and values."""
+    def check(self, out, lse, dtype, tol_scale=1.0, custom_masks=None, **opts):
+        """Each request against the float64 reference on its dense keys and values (and its
+        [qo_len, kv_len] mask from custom_masks, when given)."""
         assert torch.isfinite(out).all(), "out: non-finite (unwritten or NaN) elements"
         for b, (qo_len, kv_len) in enumerate(zip(self.qo_lens, self.kv_lens)):
             if qo_len == 0:
                 continue
             rows = slice(int(self.qo_indptr[b]), int(self.qo_indptr[b + 1]))
+            if custom_masks is not None:
+                opts["custom_mask"] = custom_masks[b]
             ref_out, ref_lse = prefill_reference(self.q[rows], self.keys[b], self.values[b], **opts)
             check(out[rows], None if lse is None else lse[rows], ref_out, ref_lse, dtype, tol_scale)
 
@@ -407,3 +411,202 @@ def test_single_prefill_still_matches_after_batching_the_kernel():
         out, lse = fi_core.single_prefill_with_kv_cache(batch.q, batch.keys[0], batch.values[0], causal=True,
                                                         return_lse=True)
         batch.check(out, lse, "bfloat16", causal=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom masks: custom_mask (bool, the requests' [qo_len, kv_len] masks flattened and concatenated)
+# or packed_custom_mask (segment_packbits, little bit order); `causal` is ignored with a mask.
+
+def random_masks(qo_lens, kv_lens, density, seed):
+    """Per-request masks (keys visible with probability `density`, every 7th row from row 3 and
+    all of request 1's first row hidden) and their flattened concatenation."""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    masks = []
+    for b, (qo_len, kv_len) in enumerate(zip(qo_lens, kv_lens)):
+        mask = torch.rand(qo_len, kv_len, device="cuda", generator=gen) < density
+        mask[3::7] = False
+        if b == 1 and qo_len:
+            mask[0] = False
+        masks.append(mask)
+    flat = torch.cat([m.reshape(-1) for m in masks]) if masks else torch.zeros(0, dtype=torch.bool, device="cuda")
+    return masks, flat
+
+
+def packed_masks(qo_lens, kv_lens, flat):
+    offsets = csr([q * k for q, k in zip(qo_lens, kv_lens)])
+    packed, byte_offsets = fi_core.segment_packbits(flat, offsets, bitorder="little")
+    want = [0]
+    for q, k in zip(qo_lens, kv_lens):
+        want.append(want[-1] + (q * k + 7) // 8)
+    assert byte_offsets.tolist() == want
+    return packed, want
+
+
+def run_masked(batch, dtype, density, seed, tol_scale=1.0, expect_tile=None, **opts):
+    """Plans and runs with custom_mask, checks the reference, then with packed_custom_mask (the same
+    plan, so bitwise the same results). Returns the first wrapper."""
+    masks, flat = random_masks(batch.qo_lens, batch.kv_lens, density, seed)
+    results, wrappers = [], []
+    for form in ("custom_mask", "packed_custom_mask"):
+        mask = flat if form == "custom_mask" else packed_masks(batch.qo_lens, batch.kv_lens, flat)[0]
+        wrapper = batch.wrapper()
+        batch.plan(wrapper, causal=seed % 2 == 0, **{form: mask}, **opts)
+        out = torch.full_like(batch.q, float("nan"))
+        lse = torch.full(batch.q.shape[:2], float("nan"), device="cuda")
+        batch.run(wrapper, out=out, lse=lse)
+        results.append((out, lse))
+        wrappers.append(wrapper)
+    ref_opts = {k: v for k, v in opts.items() if k in ("window_left", "logits_soft_cap", "sm_scale",
+                                                         "pos_encoding_mode")}
+    batch.check(*results[0], dtype, tol_scale, custom_masks=masks, **ref_opts)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1]), \
+        "custom_mask and packed_custom_mask differ"
+    if expect_tile is not None:
+        assert wrappers[0].plan_info()["query_tile_rows"] == expect_tile, wrappers[0].plan_info()
+    return wrappers[0]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.5, 1.0], ids=lambda d: f"p{round(d * 100)}")
+@pytest.mark.parametrize("form", ["ragged", "paged1", "paged16"])
+@pytest.mark.parametrize("group", [1, 4], ids=lambda g: f"g{g}")
+def test_batch_prefill_custom_mask(group, form, density):
+    seed = case_seed("batch_prefill_mask", group, form, density)
+    rng = random.Random(seed)
+    qo_lens, kv_lens = random_lengths(rng, 5, longest=600)
+    batch = Batch(qo_lens, kv_lens, 2, group, HEAD_DIMS[0], "bfloat16", form, "NHD", seed)
+    run_masked(batch, "bfloat16", density, seed)
+
+
+MASK_VARIANTS = {
+    "window": dict(window_left=30),
+    "alibi": dict(pos_encoding_mode="ALIBI"),
+    "soft_cap": dict(logits_soft_cap=5.0, sm_scale=0.3),
+    "hnd_fp16": dict(),
+}
+
+
+@pytest.mark.parametrize("form", ["ragged", "paged16_tuple"])
+@pytest.mark.parametrize("variant", list(MASK_VARIANTS))
+@pytest.mark.parametrize("head_dim", HEAD_DIMS, ids=lambda d: f"d{d}")
+def test_batch_prefill_custom_mask_variants(head_dim, variant, form):
+    seed = case_seed("batch_prefill_mask_variant", head_dim, variant, form)
+    rng = random.Random(seed)
+    qo_lens, kv_lens = random_lengths(rng, 4, longest=400)
+    dtype = "float16" if variant == "hnd_fp16" else "bfloat16"
+    batch = Batch(qo_lens, kv_lens, 2, 4, head_dim, dtype, form, "HND" if variant == "hnd_fp16" else "NHD", seed)
+    tol_scale = 2.0 if variant == "soft_cap" else 1.0  # tanh.approx
+    run_masked(batch, dtype, 0.5, seed, tol_scale, **MASK_VARIANTS[variant])
+
+
+@pytest.mark.parametrize("form", ["ragged", "paged16"])
+def test_custom_mask_split_plans_and_long_prompts(form):
+    # Few tiles and long keys: split with partial states, every key of a row may be visible.
+    seed = case_seed("batch_prefill_mask_split", form)
+    batch = Batch([3, 1, 40], [20000, 7001, 9000], 2, 4, HEAD_DIMS[0], "float16", form, "NHD", seed)
+    wrapper = run_masked(batch, "float16", 0.3, seed)
+    info = wrapper.plan_info()
+    assert info["num_partial_states"] > 0 and info["num_work_items"] > info["num_tiles"], info
+    # A long prompt would take 128-row tiles; with a mask the plan keeps to 64.
+    batch = Batch([1500, 700], [1600, 700], 2, 4, HEAD_DIMS[0], "bfloat16", form, "NHD", seed)
+    run_masked(batch, "bfloat16", 0.7, seed, expect_tile=64)
+
+
+@pytest.mark.parametrize("group", [32, 3], ids=lambda g: f"g{g}")
+def test_custom_mask_groups_larger_than_a_tile_and_empty_requests(group):
+    # 16-row tiles; with a group of 32 a token's heads spread over two tiles, which share its row.
+    seed = case_seed("batch_prefill_mask_groups", group)
+    batch = Batch([1, 0, 0, 0, 2, 0, 0, 0, 0, 0], [5000, 0, 3, 0, 3000, 1, 0, 0, 0, 0], 1, group, HEAD_DIMS[0],
+                  "float16", "paged16", "NHD", seed)
+    run_masked(batch, "float16", 0.5, seed, expect_tile=16)
+
+
+@pytest.mark.parametrize("form", ["paged16", "ragged"])
+def test_custom_mask_cuda_graph_replay_matches_eager(form):
+    seed = case_seed("batch_prefill_mask_graph", form)
+    rng = random.Random(seed)
+    head_dim = HEAD_DIMS[0]
+    batch_size, num_pages_cap, kv_rows_cap, mask_cap = 3, 1024, 8192, 1 << 20
+
+    def draw(step, total_cap=None):
+        while True:
+            qo = [rng.choice([5, 17, 200, rng.randint(5, 300)]) for _ in range(batch_size)]
+            if total_cap is None or sum(qo) <= total_cap:
+                break
+        kv = [q + rng.choice([0, 10, rng.randint(0, 2000)]) for q in qo]
+        return Batch(qo, kv, 2, 4, head_dim, "float16", form, "NHD", seed + step)
+
+    first = draw(0)
+    total_cap = first.q.shape[0]
+    mask_buf = torch.zeros(mask_cap, dtype=torch.uint8, device="cuda")
+    mask_indptr_buf = torch.full((batch_size + 1,), -1, dtype=torch.int32, device="cuda")
+    buffers = dict(use_cuda_graph=True, qo_indptr_buf=torch.empty(batch_size + 1, dtype=torch.int32, device="cuda"),
+                   custom_mask_buf=mask_buf, mask_indptr_buf=mask_indptr_buf)
+    if form == "ragged":
+        graph_wrapper = fi_core.BatchPrefillWithRaggedKVCacheWrapper(
+            workspace(), kv_indptr_buf=torch.empty(batch_size + 1, dtype=torch.int32, device="cuda"), **buffers)
+        k_static = torch.zeros(kv_rows_cap, 2, head_dim, dtype=torch.float16, device="cuda")
+        v_static = torch.zeros_like(k_static)
+    else:
+        graph_wrapper = fi_core.BatchPrefillWithPagedKVCacheWrapper(
+            workspace(), paged_kv_indptr_buf=torch.empty(batch_size + 1, dtype=torch.int32, device="cuda"),
+            paged_kv_indices_buf=torch.empty(num_pages_cap, dtype=torch.int32, device="cuda"),
+            paged_kv_last_page_len_buf=torch.empty(batch_size, dtype=torch.int32, device="cuda"), **buffers)
+        cache_static = torch.zeros((num_pages_cap, 2, 16, 2, head_dim), dtype=torch.float16, device="cuda")
+    eager = first.wrapper()
+    q_static = torch.zeros(total_cap, 8, head_dim, dtype=torch.float16, device="cuda")
+    out_static = torch.full_like(q_static, float("nan"))
+    lse_static = torch.full((total_cap, 8), float("nan"), device="cuda")
+
+    def load(b):
+        q_static.zero_()
+        q_static[: b.q.shape[0]].copy_(b.q)
+        if form == "ragged":
+            k_static[: b.k.shape[0]].copy_(b.k)
+            v_static[: b.v.shape[0]].copy_(b.v)
+            b.k, b.v = k_static, v_static
+        else:
+            cache_static.zero_()
+            cache_static[: b.full.shape[0]].copy_(b.full)
+            b.cache = cache_static
+
+    def run_graph_wrapper():
+        if form == "ragged":
+            graph_wrapper.run(q_static, k_static, v_static, out=out_static, lse=lse_static)
+        else:
+            graph_wrapper.run(q_static, cache_static, out=out_static, lse=lse_static)
+
+    load(first)
+    _, first_flat = random_masks(first.qo_lens, first.kv_lens, 0.5, seed)
+    first.plan(graph_wrapper, custom_mask=first_flat)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run_graph_wrapper()  # warm-up
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            run_graph_wrapper()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+
+    for step in range(1, 5):
+        nxt = draw(step, total_cap)
+        load(nxt)
+        masks, flat = random_masks(nxt.qo_lens, nxt.kv_lens, rng.choice([0.1, 0.5, 0.9]), seed + step)
+        # The packed form in graph mode, the bool form eagerly: the same bits either way.
+        packed, byte_offsets = packed_masks(nxt.qo_lens, nxt.kv_lens, flat)
+        nxt.plan(graph_wrapper, packed_custom_mask=packed, causal=True)
+        packed.zero_()  # the graph reads custom_mask_buf, where plan() copied the bits (stream-ordered)
+        graph.replay()
+        nxt.plan(eager, custom_mask=flat)
+        nnz = sum(nxt.qo_lens)
+        want_out, want_lse = nxt.run(eager, q=q_static[:nnz], return_lse=True)
+        torch.cuda.synchronize()
+        assert mask_indptr_buf.tolist() == byte_offsets, "mask_indptr_buf: the requests' byte offsets"
+        assert graph_wrapper.plan_info()["query_tile_rows"] == eager.plan_info()["query_tile_rows"]
+        assert torch.equal(out_static[:nnz], want_out), f"step {step}: graph replay differs from eager"
+        assert torch.equal(lse_static[:nnz], want_lse), f"step {step}: graph lse differs from eager"
+        nxt.q = q_static[:nnz]
+        nxt.check(out_static[:nnz], lse_static[:nnz], "float16", custom_masks=masks)
+    # The captured kernel reads a mask: every later plan must have one.
+    with pytest.raises(ValueError, match="packed_custom_mask: expected a custom mask"):
+        nxt.plan(graph_wrapper, causal=True)

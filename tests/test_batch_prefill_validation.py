@@ -116,10 +116,87 @@ def test_head_dtype_and_option_validation(ragged):
     expect_plan(ValueError, "logits_soft_cap: expected >= 0", ragged=ragged, logits_soft_cap=-1.0)
     expect_plan(TypeError, "num_qo_heads: expected an int, got float", ragged=ragged, num_qo_heads=8.0)
     expect_plan(TypeError, "causal: expected a bool, got int", ragged=ragged, causal=1)
-    expect_plan(ValueError, "custom_mask: custom masks are not supported yet", ragged=ragged,
-                custom_mask=np.ones(10, bool))
-    expect_plan(ValueError, "packed_custom_mask: custom masks are not supported yet", ragged=ragged,
-                packed_custom_mask=np.ones(10, np.uint8))
+
+
+# The default batch: qo_lens (3, 40, 1), kv_lens (5, 40, 17).
+MASK_ELEMENTS = 3 * 5 + 40 * 40 + 1 * 17                       # 1632
+MASK_BYTES = (3 * 5 + 7) // 8 + (40 * 40 + 7) // 8 + (17 + 7) // 8  # 2 + 200 + 3 = 205
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["paged", "ragged"])
+def test_packed_custom_mask_validation(ragged):
+    def bad(exc, *fragments, mask=None, **kw):
+        expect_plan(exc, *fragments, ragged=ragged, packed_custom_mask=mask, **kw)
+
+    bad(TypeError, "packed_custom_mask: expected a CUDA array", mask=np.ones(MASK_BYTES, np.uint8))
+    bad(TypeError, "packed_custom_mask: expected dtype uint8, got int8", mask=FakeCudaArray((MASK_BYTES,), "int8"))
+    bad(ValueError, "packed_custom_mask: expected 205 bytes (the sum over requests of ceil(qo_len * kv_len / 8)), "
+        "got 204", mask=FakeCudaArray((MASK_BYTES - 1,), "uint8"))
+    # Each request is padded to whole bytes: the unpadded count (ceil(1632 / 8) = 204) is short.
+    bad(ValueError, "expected 205 bytes", mask=FakeCudaArray(((MASK_ELEMENTS + 7) // 8,), "uint8"))
+    bad(ValueError, "packed_custom_mask: expected 1 dimensions [num_bytes], got 2", mask=FakeCudaArray((5, 41), "uint8"))
+    bad(ValueError, "packed_custom_mask: expected 1 dimensions [num_bytes], got 0 with shape ()",
+        mask=FakeCudaArray((), "uint8"))
+    bad(ValueError, "packed_custom_mask: expected a contiguous array",
+        mask=FakeCudaArray((MASK_BYTES,), "uint8", strides=(3,)))
+    bad(ValueError, "packed_custom_mask: expected the device of workspace (cuda:0), got cuda:3",
+        mask=FakeCudaArray((MASK_BYTES,), "uint8", device=3))
+    # The lengths are checked before the mask.
+    bad(ValueError, "qo_indptr: expected qo_len <= kv_len for every request", mask=FakeCudaArray((7,), "uint8"),
+        qo_lens=(6, 40, 1))
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["paged", "ragged"])
+def test_custom_mask_validation(ragged):
+    def bad(exc, *fragments, mask=None, **kw):
+        expect_plan(exc, *fragments, ragged=ragged, custom_mask=mask, **kw)
+
+    bad(TypeError, "custom_mask: expected a CUDA array", "CPU", mask=np.ones(MASK_ELEMENTS, bool))
+    bad(TypeError, "custom_mask: expected dtype bool, got int8", mask=FakeCudaArray((MASK_ELEMENTS,), "int8"))
+    bad(ValueError, "custom_mask: expected shape [sum(qo_len * kv_len)] = (1632,), got (1631,)",
+        mask=FakeCudaArray((MASK_ELEMENTS - 1,), "bool"))
+    bad(ValueError, "custom_mask: expected shape [sum(qo_len * kv_len)] = (1632,), got (1, 1632)",
+        mask=FakeCudaArray((1, MASK_ELEMENTS), "bool"))
+    bad(TypeError, "custom_mask: fi_core packs boolean masks through their framework",
+        mask=FakeCudaArray((MASK_ELEMENTS,), "bool"))
+    # Malformed index arrays are reported as such (plan() checks them before the mask).
+    bad(ValueError, "qo_indptr: expected non-decreasing values", mask=FakeCudaArray((MASK_ELEMENTS,), "bool"),
+        qo_indptr=np.array([0, 3, 1, 4], np.int32))
+    kv_name = "kv_indptr" if ragged else "paged_kv_indptr"
+    bad(ValueError, f"{kv_name}: expected shape [batch_size + 1]", mask=FakeCudaArray((MASK_ELEMENTS,), "bool"),
+        **{kv_name: np.array([0, 1, 2], np.int32)})
+    if not ragged:
+        bad(ValueError, "paged_kv_last_page_len: expected values in [1, page_size = 16]",
+            mask=FakeCudaArray((MASK_ELEMENTS,), "bool"), paged_kv_last_page_len=np.array([5, 0, 1], np.int32))
+    # packed_custom_mask wins (as in FlashInfer): custom_mask is then not looked at.
+    expect_plan(ValueError, "packed_custom_mask: expected 205 bytes", ragged=ragged,
+                custom_mask=np.zeros(3, np.int64), packed_custom_mask=FakeCudaArray((3,), "uint8"))
+
+
+def test_custom_mask_buffers_in_cuda_graph_mode():
+    buffers = dict(use_cuda_graph=True, qo_indptr_buf=FakeCudaArray((4,), "int32"),
+                   paged_kv_indptr_buf=FakeCudaArray((4,), "int32"),
+                   paged_kv_indices_buf=FakeCudaArray((8,), "int32"),
+                   paged_kv_last_page_len_buf=FakeCudaArray((3,), "int32"))
+    mask = FakeCudaArray((MASK_BYTES,), "uint8")
+    expect_plan(TypeError, "custom_mask_buf: expected a uint8 CUDA array (the wrapper's) for a custom mask with "
+                "use_cuda_graph=True, got None", wrapper_kwargs=buffers, packed_custom_mask=mask)
+    expect_plan(ValueError, "custom_mask_buf: expected room for at least 205 bytes", "got 100",
+                wrapper_kwargs=dict(buffers, custom_mask_buf=FakeCudaArray((100,), "uint8")), packed_custom_mask=mask)
+    expect_plan(TypeError, "custom_mask_buf: expected dtype uint8, got int32",
+                wrapper_kwargs=dict(buffers, custom_mask_buf=FakeCudaArray((300,), "int32")), packed_custom_mask=mask)
+    expect_plan(ValueError, "mask_indptr_buf: expected room for at least 4 entries, got 3",
+                wrapper_kwargs=dict(buffers, custom_mask_buf=FakeCudaArray((300,), "uint8"),
+                                    mask_indptr_buf=FakeCudaArray((3,), "int32")), packed_custom_mask=mask)
+    ragged_buffers = dict(use_cuda_graph=True, qo_indptr_buf=FakeCudaArray((4,), "int32"),
+                          kv_indptr_buf=FakeCudaArray((4,), "int32"))
+    expect_plan(ValueError, "custom_mask_buf: expected the device of workspace (cuda:0), got cuda:1", ragged=True,
+                wrapper_kwargs=dict(ragged_buffers, custom_mask_buf=FakeCudaArray((300,), "uint8", device=1)),
+                packed_custom_mask=mask)
+    # Outside CUDA-graph mode the buffers are not used (as in FlashInfer).
+    if _C.cuda_device_count() == 0:
+        expect_plan(RuntimeError, "CUDA error", wrapper_kwargs=dict(custom_mask_buf=FakeCudaArray((1,), "uint8")),
+                    packed_custom_mask=mask)
 
 
 def test_constructor_validation():
@@ -127,8 +204,10 @@ def test_constructor_validation():
         Paged(np.zeros(16, np.uint8))
     with pytest.raises(ValueError, match="kv_layout: expected one of 'NHD', 'HND', got 'NDH'"):
         Ragged(workspace(), kv_layout="NDH")
-    with pytest.raises(ValueError, match="custom_mask_buf: custom masks are not supported yet"):
-        Paged(workspace(), custom_mask_buf=FakeCudaArray((16,), "uint8"))
+    with pytest.raises(TypeError, match="custom_mask_buf: expected a CUDA array"):
+        Paged(workspace(), custom_mask_buf=np.zeros(16, np.uint8))
+    with pytest.raises(TypeError, match="mask_indptr_buf: expected a CUDA array"):
+        Ragged(workspace(), mask_indptr_buf=np.zeros(4, np.int32))
     with pytest.raises(ValueError, match="backend: expected 'auto' or 'fa2'"):
         Ragged(workspace(), backend="fa3")
     with pytest.raises(TypeError, match="paged_kv_indices_buf: expected an int32 CUDA array with use_cuda_graph"):
@@ -159,6 +238,8 @@ def test_run_before_plan_and_valid_plan_reaches_cuda():
             wrapper.plan(**paged_args(causal=True, window_left=3, logits_soft_cap=2.0, pos_encoding_mode="ALIBI"))
         with pytest.raises(RuntimeError, match="CUDA error"):
             Ragged(workspace()).plan(**ragged_args(causal=True))
+        with pytest.raises(RuntimeError, match="CUDA error"):
+            Ragged(workspace()).plan(**ragged_args(causal=True, packed_custom_mask=FakeCudaArray((205,), "uint8")))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -127,10 +127,51 @@ def test_lse_checked():
            lse=FakeCudaArray((HEADS,), "float32"))
 
 
+MASK_BYTES = (QO_LEN * KV_LEN + 7) // 8  # 10
+
+
+def test_packed_custom_mask_checked():
+    expect(TypeError, "packed_custom_mask: expected a CUDA array", "CPU",
+           packed_custom_mask=np.ones(MASK_BYTES, np.uint8))
+    expect(TypeError, "packed_custom_mask: expected dtype uint8, got int32",
+           packed_custom_mask=FakeCudaArray((MASK_BYTES,), "int32"))
+    expect(ValueError, "packed_custom_mask: expected 10 bytes (ceil(qo_len * kv_len / 8) = ceil(5 * 16 / 8)), got 9",
+           packed_custom_mask=FakeCudaArray((MASK_BYTES - 1,), "uint8"))
+    expect(ValueError, "packed_custom_mask: expected 10 bytes", "got 11",
+           packed_custom_mask=FakeCudaArray((MASK_BYTES + 1,), "uint8"))
+    expect(ValueError, "packed_custom_mask: expected 1 dimensions [num_bytes], got 2 with shape (2, 5)",
+           packed_custom_mask=FakeCudaArray((2, 5), "uint8"))
+    expect(ValueError, "packed_custom_mask: expected 1 dimensions [num_bytes], got 0 with shape ()",
+           packed_custom_mask=FakeCudaArray((), "uint8"))
+    expect(ValueError, "packed_custom_mask: expected a contiguous array",
+           packed_custom_mask=FakeCudaArray((MASK_BYTES,), "uint8", strides=(2,)))
+    expect(ValueError, "packed_custom_mask: expected the device of q (cuda:0), got cuda:1",
+           packed_custom_mask=FakeCudaArray((MASK_BYTES,), "uint8", device=1))
+    # HND: kv_len from k.shape[1].
+    kv = FakeCudaArray((KV_HEADS, 24, HEAD_DIM))
+    expect(ValueError, "packed_custom_mask: expected 15 bytes (ceil(qo_len * kv_len / 8) = ceil(5 * 24 / 8)), got 10",
+           kv_layout="HND", k=kv, v=kv, packed_custom_mask=FakeCudaArray((MASK_BYTES,), "uint8"))
+
+
+def test_custom_mask_checked_before_packing():
+    expect(TypeError, "custom_mask: expected a CUDA array", "CPU", custom_mask=np.ones((QO_LEN, KV_LEN), bool))
+    expect(TypeError, "custom_mask: expected dtype bool, got uint8",
+           custom_mask=FakeCudaArray((QO_LEN, KV_LEN), "uint8"))
+    expect(ValueError, "custom_mask: expected shape [qo_len, kv_len] = (5, 16) or its flattened (80,), got (16, 5)",
+           custom_mask=FakeCudaArray((KV_LEN, QO_LEN), "bool"))
+    expect(ValueError, "custom_mask: expected shape", "got (79,)", custom_mask=FakeCudaArray((79,), "bool"))
+    kv = FakeCudaArray((KV_HEADS, 24, HEAD_DIM))
+    expect(ValueError, "custom_mask: expected shape [qo_len, kv_len] = (5, 24)", kv_layout="HND", k=kv, v=kv,
+           custom_mask=FakeCudaArray((QO_LEN, KV_LEN), "bool"))
+    # Packing needs the mask's framework (torch, CuPy or JAX) to allocate the bits.
+    expect(TypeError, "custom_mask: fi_core packs boolean masks through their framework", "pass packed_custom_mask",
+           custom_mask=FakeCudaArray((QO_LEN, KV_LEN), "bool"))
+    # q and k are checked first (the mask's shape depends on them).
+    expect(ValueError, "q: expected 3 dimensions", q=FakeCudaArray((HEADS, HEAD_DIM)),
+           custom_mask=FakeCudaArray((3, 3), "bool"))
+
+
 def test_unsupported_features_raise_clearly():
-    expect(ValueError, "custom_mask: custom masks are not supported yet", custom_mask=np.ones((QO_LEN, KV_LEN), bool))
-    expect(ValueError, "packed_custom_mask: custom masks are not supported yet",
-           packed_custom_mask=np.ones((QO_LEN * KV_LEN + 7) // 8, np.uint8))
     expect(ValueError, "pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA", "not supported by prefill yet",
            pos_encoding_mode="ROPE_LLAMA")
 
@@ -159,3 +200,7 @@ def test_outputs_cannot_be_allocated_for_unknown_frameworks():
 def test_valid_arguments_without_a_gpu_raise_cuda_runtime_error():
     with pytest.raises(RuntimeError, match="CUDA error"):
         call(causal=True, window_left=3, logits_soft_cap=2.0, pos_encoding_mode="ALIBI")
+    # A packed mask passes every check; it wins over custom_mask, which is then not looked at.
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        call(causal=True, window_left=3, packed_custom_mask=FakeCudaArray((MASK_BYTES,), "uint8"),
+             custom_mask=np.zeros(3, np.int64))

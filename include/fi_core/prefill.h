@@ -13,6 +13,11 @@ struct SinglePrefillArgs {
   TensorView v;    // like k
   TensorView out;  // like q
   TensorView lse;  // optional float32 [qo_len, num_qo_heads], base-2 log-sum-exp
+  // Optional custom mask: the [qo_len, kv_len] booleans (true: row i sees key j), row-major and
+  // bit-packed in little bit order (element e is bit e % 8 of byte e / 8), uint8 CUDA
+  // [ceil(qo_len * kv_len / 8)] (packbits(mask, bitorder="little")). It replaces `causal`; a
+  // sliding window still applies on top of it. The heads of a token share its row.
+  TensorView packed_custom_mask;
   KVLayout kv_layout = KVLayout::kNHD;
   bool causal = false;  // bottom-right aligned: row i sees keys j <= i + kv_len - qo_len
   // kNone or kALiBi; RoPE on the fly (kRoPELlama) is not supported yet.
@@ -58,6 +63,16 @@ struct BatchPrefillPlanArgs {
   // only); the other buffers, when given, receive copies of qo_indptr, kv_indptr, last_page_len.
   bool use_cuda_graph = false;
   TensorView qo_indptr_buffer, kv_indptr_buffer, indices_buffer, last_page_len_buffer;
+  // Optional custom mask: request b's [qo_len, kv_len] booleans (true: row i sees key j), row-major
+  // and bit-packed in little bit order (element e is bit e % 8 of byte e / 8), each request padded
+  // to whole bytes and the requests concatenated: uint8 CUDA [sum of ceil(qo_len * kv_len / 8)]
+  // (segment_packbits(mask, indptr, bitorder="little")); request b starts at byte mask_indptr[b],
+  // computed here from the lengths. The mask replaces `causal`; a sliding window still applies on
+  // top of it. The runs read it in place (keep it alive and unchanged until they are done); in
+  // CUDA-graph mode it is copied into `custom_mask_buffer` (uint8 CUDA, room for the mask), and
+  // the first such plan fixes whether plans have a mask. `mask_indptr_buffer` (int32 CUDA
+  // [>= batch_size + 1]), when given, receives a copy of mask_indptr.
+  TensorView packed_custom_mask, custom_mask_buffer, mask_indptr_buffer;
   int64_t num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
   DType q_dtype = DType::kFloat16;
   DType kv_dtype = DType::kFloat16;  // q's dtype (fp8 KV is not supported yet)

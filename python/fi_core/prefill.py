@@ -9,12 +9,75 @@ from . import _C
 from ._frameworks import (KV_IN_K, attention_inputs, attention_outputs, dtype_name, framework_of, host_int32,
                           plain_input, stream_handle)
 from ._options import integer, kv_layout_code, optional_flag, pos_encoding_code, scalar
+from .quantization import packbits, segment_packbits
+
+# Custom masks (FlashInfer's semantics): a request's [qo_len, kv_len] booleans, true where query
+# row i sees key j; given, the mask replaces `causal` (a sliding window still applies on top). The
+# kernels read them bit-packed in little bit order (packed_custom_mask); a boolean custom_mask is
+# packed here on the GPU. When both are given, packed_custom_mask wins, as in FlashInfer.
 
 
-def _no_custom_mask(**masks: Any) -> None:
-    for arg, value in masks.items():
-        if value is not None:
-            raise ValueError(f"{arg}: custom masks are not supported yet by fi_core prefill; expected None")
+def _packed_mask_input(packed_custom_mask: Any) -> Any:
+    arr = plain_input(packed_custom_mask, "packed_custom_mask", "uint8")
+    # A 0-d array reaches the host API as "no array" (and so no mask): name it here.
+    if getattr(packed_custom_mask, "shape", None) == ():
+        raise ValueError("packed_custom_mask: expected 1 dimensions [num_bytes], got 0 with shape ()")
+    return arr
+
+
+def _flat_bool_mask(custom_mask: Any, shapes: Tuple[Tuple[int, ...], ...], expected: str) -> Any:
+    """custom_mask checked (a CUDA bool array of one of `shapes`) as a contiguous 1-D array of its
+    framework, ready for packbits."""
+    framework = framework_of(custom_mask, "custom_mask")
+    dtype = str(getattr(custom_mask.dtype, "name", None) or custom_mask.dtype).replace("torch.", "")
+    if dtype != "bool":
+        raise TypeError(f"custom_mask: expected dtype bool, got {dtype}")
+    shape = tuple(int(n) for n in custom_mask.shape)
+    if shape not in shapes:
+        raise ValueError(f"custom_mask: expected shape {expected}, got {shape}")
+    if framework.name == "torch":
+        return custom_mask.reshape(-1).contiguous()
+    if framework.name == "cupy":
+        import cupy
+        return cupy.ascontiguousarray(custom_mask.reshape(-1))
+    if framework.name == "jax":
+        return custom_mask.reshape(-1)
+    raise TypeError("custom_mask: fi_core packs boolean masks through their framework (torch, CuPy or JAX), got "
+                    f"{type(custom_mask).__module__}.{type(custom_mask).__qualname__}; pass packed_custom_mask "
+                    "(packbits(mask, bitorder='little')) instead")
+
+
+def _single_mask(custom_mask: Any, packed_custom_mask: Any, q: Any, k: Any, kv_layout: int, stream: Any) -> Any:
+    """The packed mask of a single prefill, or None. Where q or k is not 3-D, the host API reports
+    them (before the mask) and the mask is not looked at."""
+    if packed_custom_mask is not None:
+        return _packed_mask_input(packed_custom_mask)
+    if custom_mask is None or len(tuple(q.shape)) != 3 or len(tuple(k.shape)) != 3:
+        return None
+    qo_len, kv_len = int(q.shape[0]), int(k.shape[0 if kv_layout == 0 else 1])
+    flat = _flat_bool_mask(custom_mask, ((qo_len, kv_len), (qo_len * kv_len,)),
+                           f"[qo_len, kv_len] = ({qo_len}, {kv_len}) or its flattened ({qo_len * kv_len},)")
+    return packbits(flat, bitorder="little", stream=stream)
+
+
+def _mask_offsets(qo_indptr, kv_indptr, last_page_len, page_size: int):
+    """Where each request's [qo_len, kv_len] mask starts in a flattened batch mask ([batch_size + 1],
+    int64), or None where the index arrays are malformed: plan() then reports them, as it checks
+    them before the mask."""
+    import numpy as np
+    if qo_indptr.ndim != 1 or qo_indptr.shape[0] < 1 or kv_indptr.shape != qo_indptr.shape:
+        return None
+    qo_len = np.diff(qo_indptr.astype(np.int64))
+    kv_len = np.diff(kv_indptr.astype(np.int64))
+    if last_page_len is not None:  # paged: kv_len from the pages and the last page's fill
+        if last_page_len.shape != qo_len.shape or page_size < 1:
+            return None
+        if ((kv_len > 0) & ((last_page_len < 1) | (last_page_len > page_size))).any():
+            return None
+        kv_len = np.where(kv_len > 0, (kv_len - 1) * page_size + last_page_len, 0)
+    if qo_indptr[0] < 0 or kv_indptr[0] < 0 or (qo_len < 0).any() or (qo_len > kv_len).any():
+        return None
+    return np.concatenate([[0], np.cumsum(qo_len * kv_len)]).astype(np.int64)
 
 
 def single_prefill_with_kv_cache(
@@ -48,13 +111,18 @@ def single_prefill_with_kv_cache(
     also hides keys before position - window_left. pos_encoding_mode: "NONE" or "ALIBI".
     logits_soft_cap > 0 applies cap * tanh(logits / cap). sm_scale defaults to 1/sqrt(head_dim).
     use_fp16_qk_reduction is accepted for compatibility; q.k always accumulates in float32.
-    Not supported yet (ValueError): custom masks, "ROPE_LLAMA" (RoPE on the fly), fp8 KV.
+
+    custom_mask: bool [qo_len, kv_len] (or flattened), true where row i sees key j; it replaces
+    `causal` (window_left still applies) and is packed on the GPU. packed_custom_mask: the same
+    bits packed in little bit order, uint8 [ceil(qo_len * kv_len / 8)] (packbits(mask.reshape(-1),
+    bitorder="little")); it wins over custom_mask. The heads of a token share its mask row; a row
+    that sees no key gives 0 and lse -inf.
+    Not supported yet (ValueError): "ROPE_LLAMA" (RoPE on the fly), fp8 KV.
 
     Returns out [qo_len, num_qo_heads, head_dim] in q's dtype and framework, and with return_lse
     (or an `lse=` buffer) the float32 base-2 log-sum-exp [qo_len, num_qo_heads]. `out=`/`lse=`
     are written in place. Runs on `stream` or the framework's current stream.
     """
-    _no_custom_mask(custom_mask=custom_mask, packed_custom_mask=packed_custom_mask)
     causal = optional_flag(causal, "causal")
     optional_flag(use_fp16_qk_reduction, "use_fp16_qk_reduction")
     layout = kv_layout_code(kv_layout)
@@ -62,9 +130,10 @@ def single_prefill_with_kv_cache(
     window_left = integer(window_left, "window_left")
     framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, k, v)
     out, lse, return_lse = attention_outputs(framework, q, out, lse, return_lse)
+    mask = _single_mask(custom_mask, packed_custom_mask, q, k, layout, stream)
 
     _C.single_prefill(
-        q_in, k_in, v_in, out, lse,
+        q_in, k_in, v_in, out, lse, mask,
         kv_fp8_dtype=k_fp8,
         causal=causal,
         kv_layout=layout,
@@ -97,7 +166,6 @@ class _BatchPrefillWrapper:
 
     def __init__(self, float_workspace_buffer: Any, kv_layout: str, use_cuda_graph: bool, buffers: Tuple[Any, ...],
                  custom_mask_buf: Any, mask_indptr_buf: Any, backend: str):
-        _no_custom_mask(custom_mask_buf=custom_mask_buf, mask_indptr_buf=mask_indptr_buf)
         if backend not in ("auto", "fa2"):
             raise ValueError(f"backend: expected 'auto' or 'fa2' (fi_core prefill runs its FA2 kernel), got {backend!r}")
         self._kv_layout_name = kv_layout
@@ -113,8 +181,13 @@ class _BatchPrefillWrapper:
                     raise TypeError(f"{buffer_name}: expected an int32 CUDA array with use_cuda_graph=True, got None")
                 framework_of(buffer, buffer_name)
             self._fixed_batch_size = int(buffers[0].shape[0]) - 1
+        for buffer, buffer_name in ((custom_mask_buf, "custom_mask_buf"), (mask_indptr_buf, "mask_indptr_buf")):
+            if buffer is not None:
+                framework_of(buffer, buffer_name)
+        self._custom_mask_buf, self._mask_indptr_buf = custom_mask_buf, mask_indptr_buf
         self._plan = _C.BatchPrefillPlan()
         self._indices = None
+        self._mask = None
 
     @property
     def is_cuda_graph_enabled(self) -> bool:
@@ -129,7 +202,6 @@ class _BatchPrefillWrapper:
                     head_dim_qk, head_dim_vo, custom_mask, packed_custom_mask, causal, pos_encoding_mode,
                     use_fp16_qk_reduction, sm_scale, window_left, logits_soft_cap, rope_scale, rope_theta,
                     q_data_type, kv_data_type, stream):
-        _no_custom_mask(custom_mask=custom_mask, packed_custom_mask=packed_custom_mask)
         head_dim_qk = integer(head_dim_qk, "head_dim_qk")
         if head_dim_vo is not None and integer(head_dim_vo, "head_dim_vo") != head_dim_qk:
             raise ValueError(f"head_dim_vo: expected None or head_dim_qk ({head_dim_qk}), got {head_dim_vo} "
@@ -154,9 +226,19 @@ class _BatchPrefillWrapper:
         buffers = [plain_input(b, n, "int32") for b, n in zip(self._buffers, self._buffer_names)] \
             if self._use_cuda_graph else []
         buffers += [None] * (4 - len(buffers))
+        mask = None
+        if packed_custom_mask is not None:
+            mask = _packed_mask_input(packed_custom_mask)
+        elif custom_mask is not None:
+            mask = self._pack_mask(custom_mask, qo_host, kv_host, last_host, page_size, stream)
+        mask_buf = mask_indptr_buf = None  # CUDA-graph mode only: plan() copies the mask into them
+        if self._use_cuda_graph and self._custom_mask_buf is not None:
+            mask_buf = plain_input(self._custom_mask_buf, "custom_mask_buf", "uint8")
+        if self._use_cuda_graph and self._mask_indptr_buf is not None:
+            mask_indptr_buf = plain_input(self._mask_indptr_buf, "mask_indptr_buf", "int32")
         _C.plan_batch_prefill(
             self._plan, self._paged, qo_host, kv_host, indices_arg, last_host, page_size, self._workspace,
-            self._use_cuda_graph, buffers[0], buffers[1], buffers[2], buffers[3],
+            self._use_cuda_graph, buffers[0], buffers[1], buffers[2], buffers[3], mask, mask_buf, mask_indptr_buf,
             num_qo_heads=integer(num_qo_heads, "num_qo_heads"),
             num_kv_heads=integer(num_kv_heads, "num_kv_heads"), head_dim=head_dim_qk,
             q_dtype=q_dtype, kv_dtype=kv_dtype, causal=optional_flag(causal, "causal"),
@@ -167,6 +249,22 @@ class _BatchPrefillWrapper:
             rope_theta=scalar(rope_theta, 1e4, "rope_theta"),
             stream=stream_handle(stream, self._workspace_framework))
         self._indices = indices_arg
+        self._mask = mask  # the runs read it in place
+
+    def _pack_mask(self, custom_mask, qo_host, kv_host, last_host, page_size, stream):
+        """custom_mask (bool [sum(qo_len * kv_len)]) packed per request as the kernels read it, or
+        None where the index arrays are malformed (plan() reports them)."""
+        import numpy as np
+        offsets = _mask_offsets(qo_host, kv_host, last_host if self._paged else None, page_size)
+        if offsets is None:
+            return None
+        total = int(offsets[-1])
+        if total > np.iinfo(np.int32).max:
+            raise ValueError(f"custom_mask: expected fewer than 2^31 elements (segment_packbits takes int32 "
+                             f"offsets), got {total}; pass packed_custom_mask instead")
+        flat = _flat_bool_mask(custom_mask, ((total,),), f"[sum(qo_len * kv_len)] = ({total},)")
+        packed, _ = segment_packbits(flat, offsets.astype(np.int32), bitorder="little", stream=stream)
+        return packed
 
     def _run_batch(self, q, kv_arrays, names, out, lse, return_lse, stream):
         if not self._plan.planned:
@@ -204,7 +302,17 @@ _PLAN_DOC = """
         None or head_dim_qk. pos_encoding_mode: "NONE" or "ALIBI"; window_left >= 0 keeps that many
         keys before each query's position; logits_soft_cap > 0 applies cap * tanh(logits / cap);
         sm_scale defaults to 1/sqrt(head_dim). kv_data_type defaults to q_data_type and must equal it.
-        Not supported yet (ValueError): custom masks, "ROPE_LLAMA", fp8 KV.
+        Not supported yet (ValueError): "ROPE_LLAMA", fp8 KV.
+
+        custom_mask: bool [sum(qo_len * kv_len)], each request's [qo_len, kv_len] mask flattened
+        (true where row i sees key j), the requests concatenated; it replaces `causal` (window_left
+        still applies) and is packed on the GPU (segment_packbits). packed_custom_mask: uint8, each
+        request's bits packed in little bit order and padded to whole bytes (segment_packbits(mask,
+        mask_indptr, bitorder="little") with mask_indptr the element offsets); it wins over
+        custom_mask. The byte offsets of the requests follow from the lengths (mask_indptr is
+        computed, not passed). The runs read the packed mask in place; with use_cuda_graph plan()
+        copies it into custom_mask_buf (and mask_indptr into mask_indptr_buf, when given), and the
+        first plan fixes whether plans have a mask.
 
         The schedule (query tiles of 16 or 64 packed token x head rows, chosen from the average
         qo_len x group size; the keys of each tile cut into chunks when the tiles alone would leave
@@ -231,7 +339,9 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
     rows; needs qo_indptr_buf [batch_size + 1], paged_kv_indptr_buf [batch_size + 1],
     paged_kv_indices_buf (room for every page id) and paged_kv_last_page_len_buf [batch_size]
     (int32 CUDA arrays), which fix the batch size; plan() copies the index arrays into them.
-    custom_mask_buf / mask_indptr_buf: custom masks are not supported yet (must be None).
+    custom_mask_buf: with use_cuda_graph and custom masks, a uint8 CUDA array with room for the
+    largest packed mask (FlashInfer's); mask_indptr_buf, optional, int32 [batch_size + 1], receives
+    the requests' byte offsets. Both are unused without use_cuda_graph.
     backend: "auto" or "fa2" (the same tensor-core kernel).
     """
 
@@ -306,8 +416,8 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
 
     kv_layout: "NHD" (k, v [kv_indptr[-1], num_kv_heads, head_dim]) or "HND" ([num_kv_heads,
     kv_indptr[-1], head_dim]). use_cuda_graph needs qo_indptr_buf and kv_indptr_buf ([batch_size +
-    1] int32 CUDA arrays, which fix the batch size). custom_mask_buf / mask_indptr_buf: not
-    supported yet (must be None). backend: "auto" or "fa2".
+    1] int32 CUDA arrays, which fix the batch size). custom_mask_buf / mask_indptr_buf: as in
+    BatchPrefillWithPagedKVCacheWrapper. backend: "auto" or "fa2".
     """
 
     _paged = False

@@ -72,7 +72,8 @@ struct BatchPrefillSchedule {
 };
 
 // The batch: request b owns query rows qo_indptr[b] .. qo_indptr[b + 1] - 1 and kv_len[b] >=
-// qo_len keys, starting at kv_start[b] (ragged: key row; paged: page-table entry). `max_items` is
+// qo_len keys, starting at kv_start[b] (ragged: key row; paged: page-table entry); with a custom
+// mask `causal` must be false (the mask, not the diagonal, decides which keys a row sees). `max_items` is
 // how many grid columns fit in one wave; `grid_size` > 0 pads the grid to that many columns and
 // `merge_rows` (>= qo_indptr[batch]) sizes state_indptr (CUDA-graph mode, where both are fixed at
 // capture: grid_size must be at least max(max_items, the tiles of any batch planned)).

@@ -20,6 +20,9 @@
 // sees and masks per element only slices that cross one of its rows' bounds. The epilogue
 // combines the warps of a row through shared memory and writes the output (or, for a KV chunk of
 // a split request, a partial state that cascade.cuh's merge kernel combines).
+// A custom mask (FlashInfer's packed_custom_mask) is a kernel variant of its own (CUSTOM_MASK): the
+// mask, not `causal`, decides which keys a row sees (a sliding window still applies), so steps
+// cover all of a row's keys and every slice tests each logit's bit, read from global memory.
 // Inputs: q and KV of one 16-bit type.
 #pragma once
 
@@ -98,11 +101,14 @@ struct PrefillTiling {
 };
 
 // Query tile of a plan: 16 rows when the average request has at most 16 packed rows (decode-like
-// appends), 128 when it has at least 128 and head_dim allows, else 64.
-inline uint32_t choose_query_rows(uint64_t packed_rows, uint64_t num_requests, uint32_t head_dim) {
+// appends), 128 when it has at least 128 and head_dim allows, else 64. With a custom mask at most
+// 64: the mask's bit reads on top of the 128-row tile's registers would spill (and the kernel is
+// not built).
+inline uint32_t choose_query_rows(uint64_t packed_rows, uint64_t num_requests, uint32_t head_dim,
+                                  bool custom_mask = false) {
   const uint64_t requests = std::max<uint64_t>(num_requests, 1);
   if (packed_rows <= 16 * requests) return 16;
-  return head_dim <= 128 && packed_rows >= 128 * requests ? 128 : 64;
+  return head_dim <= 128 && !custom_mask && packed_rows >= 128 * requests ? 128 : 64;
 }
 
 // What one CTA computes: packed query rows [row_begin, row_end) of one request, over its keys
@@ -133,7 +139,7 @@ struct PrefillCommonParams {
   int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h, lse_stride_n;
   uint32_t num_qo_heads, num_kv_heads;
   math::FastDivmod group_size;  // query heads per KV head
-  bool causal;
+  bool causal;  // ignored by CUSTOM_MASK kernels: the mask decides (as in FlashInfer)
   int32_t window_left;  // -1: off
   LogitsVariant logits;
   float v_scale;  // multiplies merged outputs (the split-KV merge reads it); 1
@@ -141,6 +147,12 @@ struct PrefillCommonParams {
   // [state][num_qo_heads].
   float* partial_o;
   float* partial_lse;
+  // Custom mask (CUSTOM_MASK kernels only): each request's [qo_len, kv_len] booleans, row-major and
+  // bit-packed in little bit order (element e is bit e % 8 of byte e / 8), starting at byte
+  // mask_indptr[request] of custom_mask (at byte 0 when mask_indptr is null: single prefill). The
+  // heads of a token share its row.
+  const uint8_t* custom_mask;
+  const int32_t* mask_indptr;
 };
 
 template <uint32_t HEAD_DIM, uint32_t WARPS_Q, uint32_t M_TILES>
@@ -194,14 +206,37 @@ __device__ __forceinline__ void load_kv_async(uint4* k_tile, uint4* v_tile, uint
   }
 }
 
+// The custom-mask bits of one query row for the keys a lane holds in each of kPairs n8 tiles: bit
+// 2 j + e of the result is mask element first_bit + 8 j + e (the row's bit of the key in column
+// pair 2 (lane % 4) + e of tile j, with first_bit at that column of tile 0). Bytes at or past
+// num_bytes (the request's mask) read as 0: only keys past kv_len, masked anyway, land there.
+template <uint32_t kPairs>
+__device__ __forceinline__ uint32_t custom_mask_pairs(const uint8_t* bits, uint64_t num_bytes, uint64_t first_bit) {
+  static_assert(2 * kPairs <= 32, "the pairs of a warp's keys fit one word");
+  const uint64_t first_byte = first_bit / 8;
+  const uint32_t shift = uint32_t(first_bit % 8);  // a pair may straddle two bytes
+  auto byte_at = [&](uint32_t i) { return first_byte + i < num_bytes ? uint32_t(__ldg(bits + first_byte + i)) : 0u; };
+  uint32_t pairs = 0, next = byte_at(0);
+#pragma unroll
+  for (uint32_t j = 0; j < kPairs; ++j) {
+    const uint32_t both = next;
+    next = byte_at(j + 1);
+    pairs |= (((both | (next << 8)) >> shift) & 3u) << (2 * j);
+  }
+  return pairs;
+}
+
 // TRANSFORM: the logits variant has ALiBi or a soft cap (LogitsVariant::transform per logit);
 // without, masking is the only per-logit work and the scale folds into the softmax's exp2.
-template <uint32_t HEAD_DIM, uint32_t WARPS_Q, uint32_t M_TILES, bool TRANSFORM, typename Problem>
+// CUSTOM_MASK: the problem has a custom mask (p.custom_mask). Its kernels always take the TRANSFORM
+// path (one kernel more per query tile, not two; the transform of a plain variant is a scale).
+template <uint32_t HEAD_DIM, uint32_t WARPS_Q, uint32_t M_TILES, bool TRANSFORM, bool CUSTOM_MASK, typename Problem>
 __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kThreads,
                                   PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kMinCTAsPerSM)
     prefill_kernel(const Problem p) {
   using T = typename Problem::DType;
   static_assert(sizeof(T) == 2, "tensor-core prefill takes 16-bit q and KV");
+  static_assert(TRANSFORM || !CUSTOM_MASK, "custom-mask kernels take the TRANSFORM path");
   using Traits = PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>;
   using Tile = typename Traits::Tile;
   constexpr uint32_t kChunks = Tile::kChunks, kStages = Traits::kStages, kStepKeys = Traits::kStepKeys;
@@ -221,7 +256,7 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
     p.group_size.divmod(packed_row, token, head_in_group);
     return token;
   };
-  const PrefillMask mask{w.kv_len, w.kv_len - w.qo_len, p.window_left, p.causal};
+  const PrefillMask mask{w.kv_len, w.kv_len - w.qo_len, p.window_left, p.causal && !CUSTOM_MASK};
   const uint32_t tile_rows = w.row_end - w.row_begin;
   const uint32_t first_token = token_of(w.row_begin), last_token = token_of(w.row_end - 1);
   // The keys this CTA reads: its chunk, narrowed to what the tile's rows see.
@@ -290,6 +325,14 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
     for (uint32_t t = 0; t < kChunks; ++t) o[mt][t][0] = o[mt][t][1] = o[mt][t][2] = o[mt][t][3] = 0.f;
   }
 
+  // The request's custom-mask bits (CUSTOM_MASK only).
+  const uint8_t* mask_bits = nullptr;
+  uint64_t mask_bytes = 0;
+  if constexpr (CUSTOM_MASK) {
+    mask_bits = p.custom_mask + (p.mask_indptr != nullptr ? p.mask_indptr[w.request] : 0);
+    mask_bytes = (uint64_t(w.qo_len) * w.kv_len + 7) / 8;
+  }
+
   const uint32_t num_steps = end > begin ? math::ceil_div(end - begin, kStepKeys) : 0;
   for (uint32_t i = 0; i < num_steps; ++i) {
     cp_async::wait_group<kStages - 2>();
@@ -300,6 +343,19 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
     if (!warp_has_rows || slice >= warp_end || slice + kWarpKeys <= warp_begin) continue;
     const uint4* kt = k_tile(i % kStages) + warp_kv * kWarpKeys * kChunks;
     const uint4* vt = v_tile(i % kStages) + warp_kv * kWarpKeys * kChunks;
+    // CUSTOM_MASK: the lane's rows' mask bits of this slice, read before the math that hides the
+    // loads' latency.
+    uint32_t mask_pairs[kMTiles][2];
+    if constexpr (CUSTOM_MASK) {
+#pragma unroll
+      for (uint32_t mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (uint32_t r = 0; r < 2; ++r) {
+          const uint64_t token = uint32_t(q_pos[mt][r]) - mask.offset;
+          mask_pairs[mt][r] =
+              custom_mask_pairs<Traits::kKeyTiles>(mask_bits, mask_bytes, token * w.kv_len + slice + 2 * (lane % 4));
+        }
+    }
 
     // S = Q K^T: A from this warp's 16 query rows, B from 16 keys at a time (non-transposed
     // ldmatrix of key rows gives the column-major B fragment). A warp's key slice starts at a
@@ -328,9 +384,10 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
       }
     }
 
-    // Keys a row does not see become -inf (only slices that cross a row's bounds test keys). With
-    // TRANSFORM the logits become base 2 here; without, the softmax scales them inside its exp2.
-    const bool partial = slice < full_begin || slice + kWarpKeys > full_end;
+    // Keys a row does not see become -inf (only slices that cross a row's bounds test keys, and
+    // with a custom mask every slice). With TRANSFORM the logits become base 2 here; without, the
+    // softmax scales them inside its exp2.
+    const bool partial = CUSTOM_MASK || slice < full_begin || slice + kWarpKeys > full_end;
 #pragma unroll
     for (uint32_t mt = 0; mt < kMTiles; ++mt) {
       if (TRANSFORM || partial) {
@@ -340,7 +397,8 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
           for (uint32_t e = 0; e < 4; ++e) {
             const uint32_t r = e / 2, key = slice + j * 8 + 2 * (lane % 4) + e % 2;
             float& x = s[mt][j][e];
-            const bool hidden = partial && (key < row_begin[mt][r] || key >= row_end[mt][r]);
+            bool hidden = partial && (key < row_begin[mt][r] || key >= row_end[mt][r]);
+            if constexpr (CUSTOM_MASK) hidden = hidden || !((mask_pairs[mt][r] >> (2 * j + e % 2)) & 1u);
             if constexpr (TRANSFORM)
               x = hidden ? -math::kInf
                          : p.logits.transform(x * p.logits.query_scale, alibi_bias_slope[mt][r], int32_t(key),
@@ -457,16 +515,18 @@ struct PrefillKernels {
     return cudaErrorInvalidValue;
   }
 
-  template <typename Shape, bool TRANSFORM>
-  static constexpr auto kernel = prefill_kernel<HEAD_DIM, Shape::kWarpsQ, Shape::kMTiles, TRANSFORM, Problem>;
+  template <typename Shape, bool TRANSFORM, bool CUSTOM_MASK>
+  static constexpr auto kernel =
+      prefill_kernel<HEAD_DIM, Shape::kWarpsQ, Shape::kMTiles, TRANSFORM, CUSTOM_MASK, Problem>;
 
-  template <typename Shape, bool TRANSFORM>
+  template <typename Shape, bool TRANSFORM, bool CUSTOM_MASK>
   static cudaError_t allow_smem() {
     static PerDeviceValue opted_in;
-    return allow_dynamic_smem(opted_in, kernel<Shape, TRANSFORM>, Shape::Traits::kSmemBytes);
+    return allow_dynamic_smem(opted_in, kernel<Shape, TRANSFORM, CUSTOM_MASK>, Shape::Traits::kSmemBytes);
   }
 
-  // CTAs of the query_rows kernel (the variant without a logits transform) that fit on `device` at once.
+  // CTAs of the query_rows kernel (the variant without a logits transform or custom mask; they
+  // all have the same shared memory and register bound) that fit on `device` at once.
   static cudaError_t wave_ctas(uint32_t query_rows, int device, uint32_t* ctas) {
     return with_tile(query_rows, [&](auto shape) {
       using Shape = decltype(shape);
@@ -475,10 +535,10 @@ struct PrefillKernels {
       cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
       if (err == cudaSuccess) {
         err = resident.get(device, &ctas_per_sm, [](int* value) {
-          cudaError_t e = allow_smem<Shape, false>();
+          cudaError_t e = allow_smem<Shape, false, false>();
           return e != cudaSuccess ? e
                                   : cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                                        value, kernel<Shape, false>, Shape::Traits::kThreads,
+                                        value, kernel<Shape, false, false>, Shape::Traits::kThreads,
                                         Shape::Traits::kSmemBytes);
         });
       }
@@ -492,15 +552,23 @@ struct PrefillKernels {
     const bool transform = p.logits.use_alibi || p.logits.soft_cap_log2 > 0.f;
     return with_tile(query_rows, [&](auto shape) {
       using Shape = decltype(shape);
-      auto go = [&](auto transform_tag) {
-        constexpr bool TRANSFORM = decltype(transform_tag)::value;
-        cudaError_t err = allow_smem<Shape, TRANSFORM>();
+      auto go = [&](auto transform_tag, auto mask_tag) {
+        constexpr bool TRANSFORM = decltype(transform_tag)::value, CUSTOM_MASK = decltype(mask_tag)::value;
+        cudaError_t err = allow_smem<Shape, TRANSFORM, CUSTOM_MASK>();
         if (err != cudaSuccess) return err;
         const dim3 grid(grid_x, p.num_kv_heads);
-        kernel<Shape, TRANSFORM><<<grid, Shape::Traits::kThreads, Shape::Traits::kSmemBytes, stream>>>(p);
+        kernel<Shape, TRANSFORM, CUSTOM_MASK>
+            <<<grid, Shape::Traits::kThreads, Shape::Traits::kSmemBytes, stream>>>(p);
         return cudaGetLastError();
       };
-      return transform ? go(std::true_type{}) : go(std::false_type{});
+      if (p.custom_mask != nullptr) {
+        // choose_query_rows keeps custom masks to 16- and 64-row tiles: no 128-row mask kernel.
+        if constexpr (Shape::kMTiles == 1)
+          return go(std::true_type{}, std::true_type{});
+        else
+          return cudaErrorInvalidValue;
+      }
+      return transform ? go(std::true_type{}, std::false_type{}) : go(std::false_type{}, std::false_type{});
     });
   }
 };
@@ -540,7 +608,7 @@ struct SinglePrefill {
   static cudaError_t run(Params p, cudaStream_t stream) {
     if (p.qo_len == 0) return cudaSuccess;
     const uint32_t group = p.num_qo_heads / p.num_kv_heads;
-    p.tiling = {group, choose_query_rows(uint64_t(p.qo_len) * group, 1, HEAD_DIM)};
+    p.tiling = {group, choose_query_rows(uint64_t(p.qo_len) * group, 1, HEAD_DIM, p.custom_mask != nullptr)};
     p.group_size = math::FastDivmod(group);
     return PrefillKernels<HEAD_DIM, Params>::launch(p, p.tiling.query_rows, p.tiling.num_tiles(p.qo_len), stream);
   }
