@@ -9,7 +9,7 @@ void bind_prefill(nb::module_& m) {
       [](OptionalArray q, OptionalArray k, OptionalArray v, OptionalArray out, OptionalArray lse,
          OptionalArray packed_custom_mask, std::optional<std::string> kv_fp8_dtype, bool causal, int kv_layout, int pos_encoding_mode,
          int window_left, float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta,
-         uintptr_t stream, bool synchronize) {
+         float k_scale, float v_scale, uintptr_t stream, bool synchronize) {
         fi_core::SinglePrefillArgs a;
         a.q = view(q, "q");
         a.k = view(k, "k");
@@ -27,13 +27,15 @@ void bind_prefill(nb::module_& m) {
         a.sm_scale = sm_scale;
         a.rope_scale = rope_scale;
         a.rope_theta = rope_theta;
+        a.k_scale = k_scale;
+        a.v_scale = v_scale;
         throw_if_error(launch_and_wait([&] { return fi_core::single_prefill(a, as_stream(stream)); },
                                        stream, synchronize));
       },
       "q"_a.none(), "k"_a.none(), "v"_a.none(), "out"_a.none(), "lse"_a.none(), "packed_custom_mask"_a.none(),
       "kv_fp8_dtype"_a.none(),
       "causal"_a, "kv_layout"_a, "pos_encoding_mode"_a, "window_left"_a, "logits_soft_cap"_a,
-      "sm_scale"_a, "rope_scale"_a, "rope_theta"_a, "stream"_a, "synchronize"_a,
+      "sm_scale"_a, "rope_scale"_a, "rope_theta"_a, "k_scale"_a, "v_scale"_a, "stream"_a, "synchronize"_a,
       "Launches single-request prefill on `stream` (a cudaStream_t as an integer).");
 
   nb::class_<fi_core::BatchPrefillPlan>(m, "BatchPrefillPlan",
@@ -103,8 +105,9 @@ void bind_prefill(nb::module_& m) {
   m.def(
       "batch_prefill",
       [](const fi_core::BatchPrefillPlan& plan, OptionalArray q, OptionalArray paged_kv_cache,
-         OptionalArray k_cache, OptionalArray v_cache, OptionalArray k, OptionalArray v, int kv_layout,
-         OptionalArray out, OptionalArray lse, uintptr_t stream, bool synchronize) {
+         OptionalArray k_cache, OptionalArray v_cache, OptionalArray k, OptionalArray v,
+         std::optional<std::string> kv_fp8_dtype, int kv_layout, OptionalArray out, OptionalArray lse, float k_scale,
+         float v_scale, uintptr_t stream, bool synchronize) {
         fi_core::BatchPrefillRunArgs a;
         a.q = view(q, "q");
         a.paged_kv_cache = view(paged_kv_cache, "paged_kv_cache");
@@ -112,14 +115,19 @@ void bind_prefill(nb::module_& m) {
         a.v_cache = view(v_cache, "v_cache");
         a.k = view(k, "k");
         a.v = view(v, "v");
+        for (fi_core::TensorView* t : {&a.paged_kv_cache, &a.k_cache, &a.v_cache, &a.k, &a.v})
+          reinterpret_fp8(*t, kv_fp8_dtype);
         a.kv_layout = fi_core::KVLayout(kv_layout);
         a.out = view(out, "out");
         a.lse = view(lse, "lse");
+        a.k_scale = k_scale;
+        a.v_scale = v_scale;
         throw_if_error(launch_and_wait([&] { return fi_core::batch_prefill(a, plan, as_stream(stream)); },
                                        stream, synchronize));
       },
       "plan"_a, "q"_a.none(), "paged_kv_cache"_a.none(), "k_cache"_a.none(), "v_cache"_a.none(), "k"_a.none(),
-      "v"_a.none(), "kv_layout"_a, "out"_a.none(), "lse"_a.none(), "stream"_a, "synchronize"_a,
+      "v"_a.none(), "kv_fp8_dtype"_a.none(), "kv_layout"_a, "out"_a.none(), "lse"_a.none(), "k_scale"_a,
+      "v_scale"_a, "stream"_a, "synchronize"_a,
       "Runs a planned batch prefill on `stream`: launches only.");
 
   m.def(

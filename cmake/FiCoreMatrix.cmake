@@ -62,8 +62,8 @@ function(fi_core_generate_attention_sources out_var)
     foreach(HEAD_DIM IN LISTS FI_CORE_HEAD_DIMS)
       foreach(Q_DTYPE IN LISTS FI_CORE_Q_DTYPES)
         foreach(KV_DTYPE IN LISTS FI_CORE_KV_DTYPES)
-          # The tensor-core prefill takes q and KV of one 16-bit dtype.
-          if(family MATCHES "prefill" AND NOT Q_DTYPE STREQUAL KV_DTYPE)
+          # The tensor-core prefill takes KV of q's 16-bit dtype, or fp8 KV.
+          if(family MATCHES "prefill" AND NOT Q_DTYPE STREQUAL KV_DTYPE AND NOT KV_DTYPE MATCHES "^kFloat8")
             continue()
           endif()
           set(file "${gen_dir}/${family}_d${HEAD_DIM}_${Q_DTYPE}_${KV_DTYPE}.cu")

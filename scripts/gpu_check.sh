@@ -102,13 +102,13 @@ sanitize batch_decode memcheck "$T/test_batch_decode_gpu.py" \
 sanitize batch_decode racecheck "$T/test_batch_decode_gpu.py" \
   -k "(matches_reference and d128 and ps16 and tuple and HND and (none or rope) and bfloat16-bfloat16) or (strided and tensor_cores) or (large and 257 and tensor_cores)"
 sanitize prefill memcheck "$T/test_prefill_gpu.py" \
-  -k "(matches_reference and d128 and g4 and (q1_kv300 or q129_kv129 or q700_kv1500)) or (variants and d128 and float16 and q300_kv1000) or strided or empty or uneven or (custom_mask and float16 and g4 and q129_kv700 and (p0 or p50)) or (custom_mask_variants and window)"
+  -k "(matches_reference and d128 and g4 and (q1_kv300 or q129_kv129 or q700_kv1500)) or (variants and d128 and float16 and q300_kv1000) or strided or empty or uneven or (custom_mask and float16 and g4 and q129_kv700 and (p0 or p50)) or (custom_mask_variants and window) or (test_single_prefill_rope and d128 and g4 and NHD and (q1_kv300 or q129_kv129)) or (fp8_kv and d128 and g4 and HND and q129_kv700) or (fp8_kv_variants and d128 and rope)"
 sanitize prefill racecheck "$T/test_prefill_gpu.py" \
-  -k "(matches_reference and d128 and g4 and NHD and (q37_kv37 or q129_kv129)) or (custom_mask and bfloat16 and g1 and q37_kv37 and p50)"
+  -k "(matches_reference and d128 and g4 and NHD and (q37_kv37 or q129_kv129)) or (custom_mask and bfloat16 and g1 and q37_kv37 and p50) or (test_single_prefill_rope and d128 and g4 and NHD and q37_kv37) or (fp8_kv and d128 and g1 and NHD and q37_kv37 and causal)"
 sanitize batch_prefill memcheck "$T/test_batch_prefill_gpu.py" \
-  -k "(matches_reference and d128 and bfloat16 and NHD and (ragged or paged1)) or split or groups or strided or empty or graph or run_validation or (test_batch_prefill_custom_mask and paged1 and g4 and p50)"
+  -k "(matches_reference and d128 and bfloat16 and NHD and (ragged or paged1)) or split or groups or strided or empty or graph or run_validation or (test_batch_prefill_custom_mask and paged1 and g4 and p50) or (batch_prefill_rope and d128 and bfloat16 and NHD and (ragged or paged1)) or (batch_prefill_fp8_kv and d128 and float16 and NHD and (ragged or paged16_tuple) and causal) or fp8_run_checks or rope_custom_mask"
 sanitize batch_prefill racecheck "$T/test_batch_prefill_gpu.py" \
-  -k "(matches_reference and d128 and float16 and paged16 and HND and causal) or (decode_like and paged16 and g8) or (split and ragged and causal) or (test_batch_prefill_custom_mask and ragged and g1 and p50)"
+  -k "(matches_reference and d128 and float16 and paged16 and HND and causal) or (decode_like and paged16 and g8) or (split and ragged and causal) or (test_batch_prefill_custom_mask and ragged and g1 and p50) or (batch_prefill_rope and d128 and float16 and paged16 and HND and causal) or (batch_prefill_fp8_kv and d128 and bfloat16 and float8_e5m2 and paged16 and HND and causal)"
 sanitize ops memcheck "$T/test_norm_gpu.py" "$T/test_activation_gpu.py" "$T/test_rope_gpu.py" \
   -k "not matches_reference and not cos_sin_cache or test_cos_sin_cache_with_3d"
 sanitize ops racecheck "$T/test_norm_gpu.py" -k "bfloat16 and (h8192 or h40000)"

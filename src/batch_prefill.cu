@@ -29,13 +29,13 @@ struct BatchPrefillPlan::Impl {
   int64_t batch_size = 0, total_qo_len = 0, num_qo_heads = 0, num_kv_heads = 0, head_dim = 0, page_size = 0;
   int64_t min_num_pages = 0;  // paged: 1 + the largest page id in a host page table
   int64_t min_kv_rows = 0;    // ragged: kv_indptr[batch_size]
-  DType q_dtype = DType::kFloat16;
-  bool causal = false, use_alibi = false;
+  DType q_dtype = DType::kFloat16, kv_dtype = DType::kFloat16;
+  bool causal = false, use_alibi = false, use_rope = false;
   int32_t window_left = -1;
   // Custom mask (nullptr: none): the packed bits, and request b's first byte at mask_indptr[b].
   const uint8_t* custom_mask = nullptr;
   const int32_t* mask_indptr = nullptr;
-  float logits_soft_cap = 0.f, sm_scale = 0.f;
+  float logits_soft_cap = 0.f, sm_scale = 0.f, rope_scale = 1.f, rope_theta = 1e4f;
   // The schedule and where it lives on the device.
   uint32_t query_rows = 0, num_tiles = 0, num_work_items = 0, grid_size = 0, merge_rows = 0;
   uint32_t chunk_len = 0, num_partial_states = 0;
@@ -50,6 +50,7 @@ struct BatchPrefillPlan::Impl {
   int64_t graph_batch_size = 0;
   uint32_t graph_max_rows = 0, graph_query_rows = 0, graph_grid = 0, graph_states = 0;
   bool graph_custom_mask = false;  // the captured kernel reads a custom mask
+  bool graph_rope = false;         // the captured kernel rotates q and k
   // Pinned host memory the schedule is staged in, and the event that marks the end of its last
   // copy (the staging buffer is rewritten only after that).
   void* staging = nullptr;
@@ -253,16 +254,11 @@ Status check_plan_options(const BatchPrefillPlanArgs& a) {
   c.require(a.q_dtype == DType::kFloat16 || a.q_dtype == DType::kBFloat16, [&] {
     return std::string("q_data_type: expected float16 or bfloat16, got ") + dtype_name(a.q_dtype);
   });
-  const bool fp8 = a.kv_dtype == DType::kFloat8E4M3 || a.kv_dtype == DType::kFloat8E5M2;
-  c.require(a.kv_dtype == a.q_dtype, [&] {
-    return std::string("kv_data_type: expected the q data type (") + dtype_name(a.q_dtype) + "), got " +
-           dtype_name(a.kv_dtype) + (fp8 ? " (fp8 KV is not supported by prefill yet)" : "");
+  c.require(!c.ok() || detail::prefill_dtypes_built(a.q_dtype, a.kv_dtype), [&] {
+    return std::string("kv_data_type: expected the q data type (") + dtype_name(a.q_dtype) +
+           ") or an fp8 type (float8_e4m3fn, float8_e5m2), got " + dtype_name(a.kv_dtype);
   });
   c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale, a.rope_theta);
-  c.require(a.pos_encoding_mode != PosEncodingMode::kRoPELlama, [] {
-    return std::string("pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA (RoPE on the fly is not "
-                       "supported by prefill yet; apply fi_core.apply_rope to q and k first)");
-  });
   return c.status();
 }
 
@@ -273,9 +269,9 @@ struct CapacityOp {
   uint32_t* max_items;
   template <int D, DType Q, DType KV>
   cudaError_t call() const {
-    if constexpr (Q == KV) {
-      return paged ? detail::batch_prefill_capacity<D, Q, true>(query_rows, num_kv_heads, device, max_items)
-                   : detail::batch_prefill_capacity<D, Q, false>(query_rows, num_kv_heads, device, max_items);
+    if constexpr (detail::prefill_dtypes_built(Q, KV)) {
+      return paged ? detail::batch_prefill_capacity<D, Q, KV, true>(query_rows, num_kv_heads, device, max_items)
+                   : detail::batch_prefill_capacity<D, Q, KV, false>(query_rows, num_kv_heads, device, max_items);
     } else {
       return cudaErrorInvalidValue;  // rejected by check_plan_options
     }
@@ -288,9 +284,9 @@ struct RunOp {
   cudaStream_t stream;
   template <int D, DType Q, DType KV>
   cudaError_t call() const {
-    if constexpr (Q == KV) {
-      return paged ? detail::run_batch_prefill_kernel<D, Q, true>(problem, stream)
-                   : detail::run_batch_prefill_kernel<D, Q, false>(problem, stream);
+    if constexpr (detail::prefill_dtypes_built(Q, KV)) {
+      return paged ? detail::run_batch_prefill_kernel<D, Q, KV, true>(problem, stream)
+                   : detail::run_batch_prefill_kernel<D, Q, KV, false>(problem, stream);
     } else {
       return cudaErrorInvalidValue;
     }
@@ -333,6 +329,7 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   const auto* kv_indptr = static_cast<const int32_t*>(a.kv_indptr.data);
   const uint32_t total_rows = uint32_t(qo_indptr[batch]);
   const uint32_t group = uint32_t(a.num_qo_heads / a.num_kv_heads);
+  const bool rope = a.pos_encoding_mode == PosEncodingMode::kRoPELlama;
   const bool graph_fixed = a.use_cuda_graph && p.graph_grid > 0;
   if (graph_fixed) {
     Checker c;
@@ -351,6 +348,11 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
                                "one, and the captured kernel reads it), got None")
                  : std::string("packed_custom_mask: expected None (the first plan with use_cuda_graph had no custom "
                                "mask, and the captured kernel ignores it), got a mask");
+    });
+    c.require(rope == p.graph_rope, [&] {
+      return std::string("pos_encoding_mode: expected ") + (p.graph_rope ? "ROPE_LLAMA" : "NONE or ALIBI") +
+             " (the first plan with use_cuda_graph fixed whether the captured kernel applies RoPE), got " +
+             (rope ? "ROPE_LLAMA" : "NONE or ALIBI");
     });
     if (!c.ok()) return c.status();
   }
@@ -376,7 +378,7 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   const uint32_t query_rows =
       graph_fixed ? p.graph_query_rows
                   : flashinfer::attention::choose_query_rows(uint64_t(total_rows) * group, batch, uint32_t(a.head_dim),
-                                                             has_mask);
+                                                             has_mask || rope);
   const PrefillTiling tiling{group, query_rows};
   uint32_t max_items = 0;
   st = detail::cuda_status(
@@ -486,6 +488,7 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
     p.graph_grid = graph_grid;
     p.graph_states = graph_states;
     p.graph_custom_mask = has_mask;
+    p.graph_rope = rope;
   }
   p.device = device;
   p.paged = a.paged;
@@ -498,8 +501,12 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   p.min_num_pages = min_num_pages;
   p.min_kv_rows = a.paged ? 0 : kv_indptr[batch];
   p.q_dtype = a.q_dtype;
+  p.kv_dtype = a.kv_dtype;
   p.causal = a.causal;
   p.use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
+  p.use_rope = rope;
+  p.rope_scale = a.rope_scale;
+  p.rope_theta = a.rope_theta;
   p.window_left = a.window_left;
   p.custom_mask = has_mask ? static_cast<const uint8_t*>(a.use_cuda_graph ? a.custom_mask_buffer.data
                                                                           : a.packed_custom_mask.data)
@@ -616,7 +623,7 @@ Status paged_cache_views(const BatchPrefillRunArgs& a, const BatchPrefillPlan::I
                                          : std::vector<int64_t>{num_pages, p.num_kv_heads, p.page_size, p.head_dim};
   const char* dims = nhd ? "[num_pages, page_size, num_kv_heads, head_dim]" : "[num_pages, num_kv_heads, page_size, head_dim]";
   for (auto [t, name] : {std::pair{k, *k_name}, {v, *v_name}}) {
-    c.present(*t, name).on_cuda(*t, name).dtype_in(*t, name, {p.q_dtype});
+    c.present(*t, name).on_cuda(*t, name).dtype_in(*t, name, {p.kv_dtype});
     c.shape(*t, name, shape, dims).last_dim_contiguous(*t, name);
     c.same_device(*t, name, a.q, "q").rows_aligned(*t, name, 16);
   }
@@ -634,7 +641,7 @@ Status ragged_views(const BatchPrefillRunArgs& a, const BatchPrefillPlan::Impl& 
   const char* dims = nhd ? "[kv_indptr[-1], num_kv_heads, head_dim]" : "[num_kv_heads, kv_indptr[-1], head_dim]";
   const int n_axis = nhd ? 0 : 1;
   for (auto [t, name] : {std::pair{&a.k, "k"}, {&a.v, "v"}}) {
-    c.present(*t, name).on_cuda(*t, name).dtype_in(*t, name, {p.q_dtype}).ndim(*t, name, 3, dims);
+    c.present(*t, name).on_cuda(*t, name).dtype_in(*t, name, {p.kv_dtype}).ndim(*t, name, 3, dims);
     if (!c.ok()) return c.status();
     const int64_t rows = std::max(t->shape[n_axis], p.min_kv_rows);
     c.shape(*t, name, nhd ? std::vector<int64_t>{rows, p.num_kv_heads, p.head_dim}
@@ -672,6 +679,7 @@ Status batch_prefill(const BatchPrefillRunArgs& a, const BatchPrefillPlan& plan,
     c.shape(a.lse, "lse", {rows, p.num_qo_heads}, "[q.shape[0], num_qo_heads]");
     c.last_dim_contiguous(a.lse, "lse").same_device(a.lse, "lse", a.q, "q");
   }
+  c.finite(a.k_scale, "k_scale", true, "a finite number").finite(a.v_scale, "v_scale", true, "a finite number");
   if (!c.ok()) return c.status();
 
   const bool nhd = a.kv_layout == KVLayout::kNHD;
@@ -727,11 +735,15 @@ Status batch_prefill(const BatchPrefillRunArgs& a, const BatchPrefillPlan& plan,
   pr.custom_mask = p.custom_mask;
   pr.mask_indptr = p.mask_indptr;
   pr.use_alibi = p.use_alibi;
-  pr.sm_scale = p.sm_scale;
+  pr.use_rope = p.use_rope;
+  pr.sm_scale = p.sm_scale * a.k_scale;  // as in FlashInfer: k_scale scales the logits
   pr.logits_soft_cap = p.logits_soft_cap;
+  pr.rope_scale = p.rope_scale;
+  pr.rope_theta = p.rope_theta;
+  pr.v_scale = a.v_scale;
   detail::DeviceGuard guard(p.device);
   return detail::cuda_status(
-      detail::dispatch_attention(int(p.head_dim), p.q_dtype, p.q_dtype, RunOp{pr, p.paged, stream}), "batch_prefill");
+      detail::dispatch_attention(int(p.head_dim), p.q_dtype, p.kv_dtype, RunOp{pr, p.paged, stream}), "batch_prefill");
 }
 
 }  // namespace fi_core

@@ -2,6 +2,7 @@
 // the paged (BatchPrefillPagedParams) or the ragged (BatchPrefillRaggedParams) KV form.
 #pragma once
 
+#include <cmath>
 #include <type_traits>
 
 #include "batch_prefill_problem.h"
@@ -11,23 +12,25 @@
 namespace fi_core {
 namespace detail {
 
-template <int HEAD_DIM, DType D, bool PAGED>
+template <int HEAD_DIM, DType Q, DType KV, bool PAGED>
 struct BatchPrefillInstance {
-  using T = cuda_type_t<D>;
-  using Params = std::conditional_t<PAGED, flashinfer::attention::BatchPrefillPagedParams<T>,
-                                    flashinfer::attention::BatchPrefillRaggedParams<T>>;
+  using T = cuda_type_t<Q>;
+  using TKV = cuda_type_t<KV>;
+  using Params = std::conditional_t<PAGED, flashinfer::attention::BatchPrefillPagedParams<T, TKV>,
+                                    flashinfer::attention::BatchPrefillRaggedParams<T, TKV>>;
   using Kernel = flashinfer::attention::BatchPrefill<HEAD_DIM, Params>;
 };
 
-template <int HEAD_DIM, DType D, bool PAGED>
+template <int HEAD_DIM, DType Q, DType KV, bool PAGED>
 cudaError_t batch_prefill_capacity(uint32_t query_rows, uint32_t num_kv_heads, int device, uint32_t* max_items) {
-  return BatchPrefillInstance<HEAD_DIM, D, PAGED>::Kernel::capacity(query_rows, num_kv_heads, device, max_items);
+  return BatchPrefillInstance<HEAD_DIM, Q, KV, PAGED>::Kernel::capacity(query_rows, num_kv_heads, device, max_items);
 }
 
-template <int HEAD_DIM, DType D, bool PAGED>
+template <int HEAD_DIM, DType Q, DType KV, bool PAGED>
 cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t stream) {
-  using Instance = BatchPrefillInstance<HEAD_DIM, D, PAGED>;
+  using Instance = BatchPrefillInstance<HEAD_DIM, Q, KV, PAGED>;
   using T = typename Instance::T;
+  using TKV = typename Instance::TKV;
   typename Instance::Params p{};
   p.q = static_cast<const T*>(pr.q);
   p.o = static_cast<T*>(pr.out);
@@ -45,11 +48,14 @@ cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t
   p.custom_mask = pr.custom_mask;
   p.mask_indptr = pr.mask_indptr;
   p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
-  p.v_scale = 1.f;
+  p.apply_rope = pr.use_rope;
+  p.rope_rcp_scale = 1.f / pr.rope_scale;
+  p.rope_log2_rcp_theta = -std::log2(pr.rope_theta);
+  p.v_scale = pr.v_scale;
   p.partial_o = pr.partial_o;
   p.partial_lse = pr.partial_lse;
-  p.k = static_cast<const T*>(pr.k);
-  p.v = static_cast<const T*>(pr.v);
+  p.k = static_cast<const TKV*>(pr.k);
+  p.v = static_cast<const TKV*>(pr.v);
   p.k_stride_n = pr.k_stride_n;
   p.k_stride_h = pr.k_stride_h;
   p.v_stride_n = pr.v_stride_n;

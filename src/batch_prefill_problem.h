@@ -1,5 +1,5 @@
 // The validated form of a batch-prefill run that crosses from the host API into the kernel
-// instantiations (one generated .cu per KV form x head dim x 16-bit dtype).
+// instantiations (one generated .cu per KV form x head dim x q dtype x KV dtype).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "fi_core/api.h"
+#include "single_prefill_problem.h"  // prefill_dtypes_built
 
 namespace fi_core {
 namespace detail {
@@ -34,15 +35,18 @@ struct BatchPrefillProblem {
   // Custom mask, or nullptr for none: request b's bits from byte mask_indptr[b] (device memory).
   const uint8_t* custom_mask;
   const int32_t* mask_indptr;
-  bool use_alibi;
-  float sm_scale, logits_soft_cap;
+  bool use_alibi, use_rope;
+  float sm_scale;  // times k_scale
+  float logits_soft_cap, rope_scale, rope_theta;
+  float v_scale;  // multiplies the output
 };
 
-// Defined in batch_prefill_kernels.cuh, instantiated in the generated sources (q == KV dtype) for
-// the paged (PAGED) and the ragged KV form. Grid columns that fill one wave for a query tile:
-template <int HEAD_DIM, DType D, bool PAGED>
+// Defined in batch_prefill_kernels.cuh, instantiated in the generated sources (prefill_dtypes_built
+// pairs) for the paged (PAGED) and the ragged KV form. Grid columns that fill one wave for a query
+// tile:
+template <int HEAD_DIM, DType Q, DType KV, bool PAGED>
 cudaError_t batch_prefill_capacity(uint32_t query_rows, uint32_t num_kv_heads, int device, uint32_t* max_items);
-template <int HEAD_DIM, DType D, bool PAGED>
+template <int HEAD_DIM, DType Q, DType KV, bool PAGED>
 cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& problem, cudaStream_t stream);
 
 }  // namespace detail

@@ -18,9 +18,9 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
   c.present(a.q, "q").on_cuda(a.q, "q").dtype_in(a.q, "q", {DType::kFloat16, DType::kBFloat16});
   c.ndim(a.q, "q", 3, "[qo_len, num_qo_heads, head_dim]").last_dim_contiguous(a.q, "q");
   c.request_kv(a.k, a.v, a.q, a.kv_layout);
-  c.require(!c.ok() || a.k.dtype == a.q.dtype, [&] {
-    return std::string("k: expected the dtype of q (") + dtype_name(a.q.dtype) + "), got " +
-           dtype_name(a.k.dtype) + " (prefill takes q and KV of one 16-bit dtype; fp8 KV is not supported yet)";
+  c.require(!c.ok() || detail::prefill_dtypes_built(a.q.dtype, a.k.dtype), [&] {
+    return std::string("k: expected the dtype of q (") + dtype_name(a.q.dtype) +
+           ") or an fp8 dtype (float8_e4m3fn, float8_e5m2), got " + dtype_name(a.k.dtype);
   });
   if (!c.ok()) return c.status();
   const bool nhd = a.kv_layout == KVLayout::kNHD;
@@ -68,10 +68,7 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
 
   c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale,
                       a.rope_theta);
-  c.require(a.pos_encoding_mode != PosEncodingMode::kRoPELlama, [] {
-    return std::string("pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA (RoPE on the fly is not "
-                       "supported by prefill yet; apply fi_core.apply_rope to q and k first)");
-  });
+  c.finite(a.k_scale, "k_scale", true, "a finite number").finite(a.v_scale, "v_scale", true, "a finite number");
   if (!c.ok()) return c.status();
 
   pr->q = a.q.data;
@@ -97,8 +94,13 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
   pr->custom_mask =
       a.packed_custom_mask.present() ? static_cast<const uint8_t*>(a.packed_custom_mask.data) : nullptr;
   pr->use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
-  pr->sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(head_dim));
+  pr->use_rope = a.pos_encoding_mode == PosEncodingMode::kRoPELlama;
+  // k_scale folds into the logits' scale, as in FlashInfer (before the soft cap; ALiBi unscaled).
+  pr->sm_scale = (a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(head_dim))) * a.k_scale;
   pr->logits_soft_cap = a.logits_soft_cap;
+  pr->rope_scale = a.rope_scale;
+  pr->rope_theta = a.rope_theta;
+  pr->v_scale = a.v_scale;
   pr->device = a.q.device;
   return Status::Ok();
 }
@@ -106,11 +108,11 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
 struct RunOp {
   const SinglePrefillProblem& problem;
   cudaStream_t stream;
-  // Only q == KV pairs are instantiated; make_problem has rejected the others.
+  // make_problem has rejected the pairs that are not built.
   template <int D, DType Q, DType KV>
   cudaError_t call() const {
-    if constexpr (Q == KV) {
-      return detail::run_single_prefill_kernel<D, Q>(problem, stream);
+    if constexpr (detail::prefill_dtypes_built(Q, KV)) {
+      return detail::run_single_prefill_kernel<D, Q, KV>(problem, stream);
     } else {
       return cudaErrorInvalidValue;
     }

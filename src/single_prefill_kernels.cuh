@@ -1,6 +1,8 @@
 // Bridges a SinglePrefillProblem to the header template flashinfer::attention::SinglePrefill.
 #pragma once
 
+#include <cmath>
+
 #include "dtype_map.cuh"
 #include "flashinfer/attention/prefill.cuh"
 #include "single_prefill_problem.h"
@@ -8,14 +10,15 @@
 namespace fi_core {
 namespace detail {
 
-template <int HEAD_DIM, DType D>
+template <int HEAD_DIM, DType Q, DType KV>
 cudaError_t run_single_prefill_kernel(const SinglePrefillProblem& pr, cudaStream_t stream) {
-  using T = cuda_type_t<D>;
-  using Kernel = flashinfer::attention::SinglePrefill<HEAD_DIM, T>;
+  using T = cuda_type_t<Q>;
+  using TKV = cuda_type_t<KV>;
+  using Kernel = flashinfer::attention::SinglePrefill<HEAD_DIM, T, TKV>;
   typename Kernel::Params p{};
   p.q = static_cast<const T*>(pr.q);
-  p.k = static_cast<const T*>(pr.k);
-  p.v = static_cast<const T*>(pr.v);
+  p.k = static_cast<const TKV*>(pr.k);
+  p.v = static_cast<const TKV*>(pr.v);
   p.o = static_cast<T*>(pr.out);
   p.lse = pr.lse;
   p.q_stride_n = pr.q_stride_n;
@@ -36,7 +39,10 @@ cudaError_t run_single_prefill_kernel(const SinglePrefillProblem& pr, cudaStream
   p.custom_mask = pr.custom_mask;
   p.mask_indptr = nullptr;  // one request: its mask starts at byte 0
   p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
-  p.v_scale = 1.f;
+  p.apply_rope = pr.use_rope;
+  p.rope_rcp_scale = 1.f / pr.rope_scale;
+  p.rope_log2_rcp_theta = -std::log2(pr.rope_theta);
+  p.v_scale = pr.v_scale;
   return Kernel::run(p, stream);
 }
 

@@ -1,5 +1,5 @@
 // The validated, normalized form of a single-prefill call that crosses from the dispatcher (plain
-// C++) into the kernel instantiations (one generated .cu per head dim x 16-bit dtype).
+// C++) into the kernel instantiations (one generated .cu per head dim x q dtype x KV dtype).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -24,13 +24,22 @@ struct SinglePrefillProblem {
   int32_t window_left;
   // Bit-packed [qo_len, kv_len] custom mask (little bit order), or nullptr for none.
   const uint8_t* custom_mask;
-  bool use_alibi;
-  float sm_scale, logits_soft_cap;
+  bool use_alibi, use_rope;
+  float sm_scale;  // times k_scale
+  float logits_soft_cap, rope_scale, rope_theta;
+  float v_scale;  // multiplies the output
   int device;
 };
 
-// Defined in single_prefill_kernels.cuh, instantiated in the generated sources for q == KV dtype.
-template <int HEAD_DIM, DType D>
+// The (q, KV) dtype pairs the prefill kernels are built for (single and batch): KV of q's 16-bit
+// dtype, or fp8 KV with either.
+constexpr bool prefill_dtypes_built(DType q, DType kv) {
+  return q == kv || kv == DType::kFloat8E4M3 || kv == DType::kFloat8E5M2;
+}
+
+// Defined in single_prefill_kernels.cuh, instantiated in the generated sources for KV of q's dtype
+// or fp8.
+template <int HEAD_DIM, DType Q, DType KV>
 cudaError_t run_single_prefill_kernel(const SinglePrefillProblem& problem, cudaStream_t stream);
 
 }  // namespace detail

@@ -43,25 +43,31 @@ class Batch:
     whose pages come from a shuffled pool (one [pages, 2, ...] tensor or a (k, v) pair)."""
 
     def __init__(self, qo_lens, kv_lens, num_kv_heads, group, head_dim, dtype, form="paged16", layout="NHD",
-                 seed=0, strided=False):
+                 seed=0, strided=False, kv_dtype=None):
+        """kv_dtype (fp8): keys and values hold fp8 values (kept in `dtype`, which holds them
+        exactly, for the reference) and the stored k/v or cache is converted to kv_dtype."""
         rng = random.Random(seed)
         gen = torch.Generator(device="cuda").manual_seed(seed)
         dt = getattr(torch, dtype)
+        self.kv_dtype = getattr(torch, kv_dtype) if kv_dtype else None
+        to_kv = (lambda x: x.to(self.kv_dtype)) if kv_dtype else (lambda x: x)
         self.qo_lens, self.kv_lens, self.form, self.layout = list(qo_lens), list(kv_lens), form, layout
         self.num_qo_heads, self.num_kv_heads, self.head_dim = num_kv_heads * group, num_kv_heads, head_dim
         self.qo_indptr = csr(self.qo_lens)
         q_big = torch.randn(sum(qo_lens), self.num_qo_heads * (2 if strided else 1), head_dim, device="cuda",
                             generator=gen).to(dt)
         self.q = q_big[:, ::2] if strided else q_big
-        self.keys = [torch.randn(n, num_kv_heads, head_dim, device="cuda", generator=gen).to(dt) for n in kv_lens]
-        self.values = [torch.randn(n, num_kv_heads, head_dim, device="cuda", generator=gen).to(dt) for n in kv_lens]
+        self.keys = [to_kv(torch.randn(n, num_kv_heads, head_dim, device="cuda", generator=gen)).to(dt)
+                     for n in kv_lens]
+        self.values = [to_kv(torch.randn(n, num_kv_heads, head_dim, device="cuda", generator=gen)).to(dt)
+                       for n in kv_lens]
         if form == "ragged":
             self.kv_indptr = csr(kv_lens)
             k = torch.cat(self.keys) if kv_lens else torch.empty(0, num_kv_heads, head_dim, device="cuda", dtype=dt)
             v = torch.cat(self.values) if kv_lens else torch.empty_like(k)
             if layout == "HND":
                 k, v = k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()
-            self.k, self.v = k, v
+            self.k, self.v = to_kv(k), to_kv(v)
             return
         self.page_size = int(form[len("paged"):].split("_")[0])
         ps = self.page_size
@@ -74,7 +80,8 @@ class Batch:
         self.last_page_len = torch.tensor([n - (p - 1) * ps if p else 0 for n, p in zip(kv_lens, pages)],
                                           dtype=torch.int32)
         page_shape = (ps, num_kv_heads, head_dim) if layout == "NHD" else (num_kv_heads, ps, head_dim)
-        pool = torch.randn((num_pages * (2 if strided else 1), 2) + page_shape, device="cuda", generator=gen).to(dt)
+        pool = to_kv(torch.randn((num_pages * (2 if strided else 1), 2) + page_shape, device="cuda",
+                                 generator=gen)).to(dt)
         cache = pool[::2] if strided else pool
         for b, n in enumerate(kv_lens):
             page_ids = ids[sum(pages[:b]): sum(pages[: b + 1])]
@@ -87,10 +94,15 @@ class Batch:
                         cache[page, kv, :count] = block
                     else:
                         cache[page, kv, :, :count] = block.transpose(0, 1)
+        if kv_dtype:
+            assert not strided, "fp8 caches are converted whole"
+            cache = to_kv(cache)
         self.full = cache
         self.cache = (cache[:, 0], cache[:, 1]) if form.endswith("tuple") else cache
 
     def plan(self, wrapper, **opts):
+        if self.kv_dtype is not None:
+            opts.setdefault("kv_data_type", self.kv_dtype)
         if self.form == "ragged":
             wrapper.plan(self.qo_indptr, self.kv_indptr, self.num_qo_heads, self.num_kv_heads, self.head_dim,
                          q_data_type=self.q.dtype, **opts)
@@ -123,19 +135,20 @@ class Batch:
             check(out[rows], None if lse is None else lse[rows], ref_out, ref_lse, dtype, tol_scale)
 
 
-def run_checked(batch, dtype, lse=True, tol_scale=1.0, wrapper=None, **opts):
+def run_checked(batch, dtype, lse=True, tol_scale=1.0, wrapper=None, run_opts=None, **opts):
+    """Plans with `opts`, runs with `run_opts` (k_scale, v_scale), checks against the reference."""
     wrapper = wrapper or batch.wrapper()
     batch.plan(wrapper, **opts)
     out = torch.full_like(batch.q, float("nan"))
     lse_buf = torch.full(batch.q.shape[:2], float("nan"), device="cuda") if lse else None
-    got = batch.run(wrapper, out=out, lse=lse_buf)
+    got = batch.run(wrapper, out=out, lse=lse_buf, **(run_opts or {}))
     if lse:
         assert got[0] is out and got[1] is lse_buf
     else:
         assert got is out
     ref_opts = {k: v for k, v in opts.items() if k in ("causal", "window_left", "logits_soft_cap", "sm_scale",
-                                                         "pos_encoding_mode")}
-    batch.check(out, lse_buf, dtype, tol_scale, **ref_opts)
+                                                         "pos_encoding_mode", "rope_scale", "rope_theta")}
+    batch.check(out, lse_buf, dtype, tol_scale, **ref_opts, **(run_opts or {}))
     return wrapper, out, lse_buf
 
 
@@ -610,3 +623,114 @@ def test_custom_mask_cuda_graph_replay_matches_eager(form):
     # The captured kernel reads a mask: every later plan must have one.
     with pytest.raises(ValueError, match="packed_custom_mask: expected a custom mask"):
         nxt.plan(graph_wrapper, causal=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# RoPE on the fly (ROPE_LLAMA: query row i of a request at i + kv_len - qo_len, key j at j) and fp8
+# KV (e4m3 / e5m2 caches with k_scale / v_scale).
+
+ROPE_TOL = 2.0  # rotated q and k are rounded to q's dtype, angles formed in fp32
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("form", KV_FORMS)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_prefill_rope(dtype, head_dim, form, layout, causal):
+    seed = case_seed("batch_prefill_rope", dtype, head_dim, form, layout, causal)
+    rng = random.Random(seed)
+    qo_lens, kv_lens = random_lengths(rng, rng.randint(1, 8), longest=1500)
+    batch = Batch(qo_lens, kv_lens, 2, rng.choice([1, 4, 8]), head_dim, dtype, form, layout, seed)
+    wrapper, _, _ = run_checked(batch, dtype, tol_scale=ROPE_TOL, causal=causal, pos_encoding_mode="ROPE_LLAMA",
+                                rope_scale=rng.choice([1.0, 8.0]), rope_theta=rng.choice([1e4, 5e5]))
+    assert wrapper.plan_info()["query_tile_rows"] in (16, 64)
+
+
+@pytest.mark.parametrize("form", ["ragged", "paged16"])
+def test_batch_prefill_rope_split_and_variants(form):
+    # Few long requests: the plan splits their keys into chunks (merged with v_scale-free states);
+    # plus a soft cap and a sliding window on top of RoPE.
+    seed = case_seed("batch_prefill_rope_split", form)
+    batch = Batch([700, 3], [4000, 2500], 1, 4, HEAD_DIMS[0], "bfloat16", form, "NHD", seed)
+    wrapper, _, _ = run_checked(batch, "bfloat16", tol_scale=2 * ROPE_TOL, causal=True, pos_encoding_mode="ROPE_LLAMA",
+                                logits_soft_cap=20.0, window_left=1000)
+    assert wrapper.plan_info()["num_partial_states"] > 0
+
+
+@pytest.mark.parametrize("form", ["ragged", "paged16"])
+def test_batch_prefill_rope_custom_mask(form):
+    seed = case_seed("batch_prefill_rope_mask", form)
+    rng = random.Random(seed)
+    qo_lens, kv_lens = random_lengths(rng, 4, longest=300)
+    batch = Batch(qo_lens, kv_lens, 2, 4, HEAD_DIMS[0], "float16", form, "NHD", seed)
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    masks = [torch.rand(q, k, device="cuda", generator=gen) < 0.6 for q, k in zip(qo_lens, kv_lens)]
+    wrapper = batch.wrapper()
+    batch.plan(wrapper, custom_mask=torch.cat([m.reshape(-1) for m in masks]), pos_encoding_mode="ROPE_LLAMA")
+    out, lse = batch.run(wrapper, return_lse=True)
+    batch.check(out, lse, "float16", ROPE_TOL, custom_masks=masks, pos_encoding_mode="ROPE_LLAMA")
+
+
+FP8_DTYPES = ["float8_e4m3fn", "float8_e5m2"]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("form", KV_FORMS)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS, ids=lambda d: f"d{d}")
+@pytest.mark.parametrize("kv_dtype", FP8_DTYPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_prefill_fp8_kv(dtype, kv_dtype, head_dim, form, layout, causal):
+    seed = case_seed("batch_prefill_fp8", dtype, kv_dtype, head_dim, form, layout, causal)
+    rng = random.Random(seed)
+    qo_lens, kv_lens = random_lengths(rng, rng.randint(1, 8))
+    batch = Batch(qo_lens, kv_lens, rng.choice([1, 2]), rng.choice([1, 4, 8]), head_dim, dtype, form, layout, seed,
+                  kv_dtype=kv_dtype)
+    run_checked(batch, dtype, causal=causal, run_opts=dict(k_scale=0.8, v_scale=1.7))
+
+
+@pytest.mark.parametrize("form", ["ragged", "paged1", "paged16"])
+@pytest.mark.parametrize("kv_dtype", FP8_DTYPES)
+def test_batch_prefill_fp8_kv_rope_split_and_small_tiles(kv_dtype, form):
+    # fp8 with RoPE (keys rotated while converted); a split plan (the merge applies v_scale); and a
+    # decode-like batch on 16-row tiles.
+    seed = case_seed("batch_prefill_fp8_more", kv_dtype, form)
+    batch = Batch([600, 2], [3000, 2200], 1, 4, HEAD_DIMS[0], "float16", form, "HND", seed, kv_dtype=kv_dtype)
+    wrapper, _, _ = run_checked(batch, "float16", tol_scale=ROPE_TOL, causal=True, pos_encoding_mode="ROPE_LLAMA",
+                                run_opts=dict(k_scale=1.2, v_scale=0.5))
+    assert wrapper.plan_info()["num_partial_states"] > 0
+    batch = Batch([1, 2, 1] * 10, [1 + 97 * i for i in range(30)], 2, 2, HEAD_DIMS[0], "bfloat16", form, "NHD", seed,
+                  kv_dtype=kv_dtype)
+    wrapper, _, _ = run_checked(batch, "bfloat16", causal=True, pos_encoding_mode="ALIBI",
+                                run_opts=dict(v_scale=3.0))
+    assert wrapper.plan_info()["query_tile_rows"] == 16
+
+
+def test_fp8_run_checks_the_planned_kv_dtype():
+    batch = Batch([5, 9], [20, 30], 2, 2, HEAD_DIMS[0], "float16", "paged16", "NHD", case_seed("fp8_run_checks"),
+                  kv_dtype="float8_e4m3fn")
+    wrapper = batch.wrapper()
+    batch.plan(wrapper)
+    with pytest.raises(TypeError, match="paged_kv_cache: expected dtype float8_e4m3fn, got float16"):
+        wrapper.run(batch.q, batch.cache.to(torch.float16))
+    with pytest.raises(TypeError, match="paged_kv_cache: expected dtype float8_e4m3fn, got float8_e5m2"):
+        wrapper.run(batch.q, batch.cache.to(torch.float16).to(torch.float8_e5m2))
+    with pytest.raises(ValueError, match="k_scale: expected a finite number"):
+        wrapper.run(batch.q, batch.cache, k_scale=float("inf"))
+    # A 16-bit plan refuses an fp8 cache.
+    batch.plan(wrapper, kv_data_type=torch.float16)
+    with pytest.raises(TypeError, match="paged_kv_cache: expected dtype float16, got float8_e4m3fn"):
+        wrapper.run(batch.q, batch.cache)
+
+
+def test_cuda_graph_plans_keep_rope_fixed():
+    seed = case_seed("rope_graph")
+    batch = Batch([5, 9], [20, 30], 2, 2, HEAD_DIMS[0], "float16", "ragged", "NHD", seed)
+    wrapper = batch.wrapper(use_cuda_graph=True, qo_indptr_buf=torch.empty(3, dtype=torch.int32, device="cuda"),
+                            kv_indptr_buf=torch.empty(3, dtype=torch.int32, device="cuda"))
+    batch.plan(wrapper, pos_encoding_mode="ROPE_LLAMA")
+    with pytest.raises(ValueError, match="pos_encoding_mode: expected ROPE_LLAMA"):
+        batch.plan(wrapper)
+    out = batch.run(wrapper)
+    batch.check(out, None, "float16", ROPE_TOL, pos_encoding_mode="ROPE_LLAMA")

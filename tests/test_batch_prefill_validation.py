@@ -105,12 +105,14 @@ def test_head_dtype_and_option_validation(ragged):
     expect_plan(TypeError, "q_data_type: expected one of", ragged=ragged, q_data_type="int8")
     expect_plan(ValueError, "q_data_type: expected float16 or bfloat16, got float32", ragged=ragged,
                 q_data_type="float32", kv_data_type="float32")
-    expect_plan(ValueError, "kv_data_type: expected the q data type (float16), got float8_e4m3fn",
-                "fp8 KV is not supported by prefill yet", ragged=ragged, kv_data_type="float8_e4m3fn")
-    expect_plan(ValueError, "kv_data_type: expected the q data type (float16), got bfloat16", ragged=ragged,
-                kv_data_type="bfloat16")
-    expect_plan(ValueError, "pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA", "not supported by prefill yet",
-                ragged=ragged, pos_encoding_mode="ROPE_LLAMA")
+    expect_plan(ValueError, "kv_data_type: expected the q data type (float16) or an fp8 type (float8_e4m3fn, "
+                "float8_e5m2), got bfloat16", ragged=ragged, kv_data_type="bfloat16")
+    expect_plan(ValueError, "kv_data_type: expected the q data type (bfloat16) or an fp8 type", "got float16",
+                ragged=ragged, q_data_type="bfloat16", kv_data_type="float16")
+    expect_plan(ValueError, "kv_data_type: expected the q data type (float16) or an fp8 type", "got float32",
+                ragged=ragged, kv_data_type="float32")
+    expect_plan(ValueError, "rope_theta: expected a positive number", ragged=ragged, pos_encoding_mode="ROPE_LLAMA",
+                rope_theta=-5.0)
     expect_plan(ValueError, "pos_encoding_mode: expected one of", ragged=ragged, pos_encoding_mode="ROPE")
     expect_plan(ValueError, "window_left: expected -1 (no window) or >= 0, got -3", ragged=ragged, window_left=-3)
     expect_plan(ValueError, "logits_soft_cap: expected >= 0", ragged=ragged, logits_soft_cap=-1.0)
@@ -240,6 +242,14 @@ def test_run_before_plan_and_valid_plan_reaches_cuda():
             Ragged(workspace()).plan(**ragged_args(causal=True))
         with pytest.raises(RuntimeError, match="CUDA error"):
             Ragged(workspace()).plan(**ragged_args(causal=True, packed_custom_mask=FakeCudaArray((205,), "uint8")))
+        # RoPE on the fly and fp8 KV (either 16-bit q, e4m3 or e5m2) pass every plan check.
+        with pytest.raises(RuntimeError, match="CUDA error"):
+            Ragged(workspace()).plan(**ragged_args(causal=True, pos_encoding_mode="ROPE_LLAMA", rope_theta=5e5))
+        for q_dtype in ("float16", "bfloat16"):
+            for kv_dtype in ("float8_e4m3fn", "float8_e5m2"):
+                with pytest.raises(RuntimeError, match="CUDA error"):
+                    Paged(workspace()).plan(**paged_args(q_data_type=q_dtype, kv_data_type=kv_dtype,
+                                                         pos_encoding_mode="ROPE_LLAMA"))
 
 
 # ---------------------------------------------------------------------------------------------

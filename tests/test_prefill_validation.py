@@ -60,10 +60,24 @@ def test_wrong_dtypes():
            out=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), "bfloat16"))
 
 
-@pytest.mark.parametrize("kv_dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
-def test_kv_dtype_must_be_q_dtype(kv_dtype):
-    kv = FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), kv_dtype)
-    expect(ValueError, f"k: expected the dtype of q (float16), got {kv_dtype}", "not supported yet", k=kv, v=kv)
+def test_kv_dtype_must_be_q_dtype_or_fp8():
+    kv = FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), "bfloat16")
+    expect(ValueError, "k: expected the dtype of q (float16) or an fp8 dtype (float8_e4m3fn, float8_e5m2), "
+           "got bfloat16", k=kv, v=kv)
+    kv = FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), "float16")
+    expect(ValueError, "k: expected the dtype of q (bfloat16) or an fp8 dtype", "got float16",
+           q=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), "bfloat16"), out=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM),
+                                                                                     "bfloat16"), k=kv, v=kv)
+    # k and v share one dtype (fp8 or not), and q is never fp8.
+    fp8 = FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), "float8_e4m3fn")
+    expect(TypeError, "v: expected", "float8_e4m3fn", "got", "float16", k=fp8)
+    expect(TypeError, "v: expected", "float8_e4m3fn", "got float8_e5m2", k=fp8,
+           v=FakeCudaArray((KV_LEN, KV_HEADS, HEAD_DIM), "float8_e5m2"))
+    expect(TypeError, "q: expected dtype float16 or bfloat16, got float8_e4m3fn",
+           q=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), "float8_e4m3fn"))
+    # The output is in q's dtype, not the KV's.
+    expect(TypeError, "out: expected dtype float16, got uint8", k=fp8, v=fp8,
+           out=FakeCudaArray((QO_LEN, HEADS, HEAD_DIM), "uint8"))
 
 
 def test_wrong_rank_and_shapes():
@@ -171,9 +185,13 @@ def test_custom_mask_checked_before_packing():
            custom_mask=FakeCudaArray((3, 3), "bool"))
 
 
-def test_unsupported_features_raise_clearly():
-    expect(ValueError, "pos_encoding_mode: expected NONE or ALIBI, got ROPE_LLAMA", "not supported by prefill yet",
-           pos_encoding_mode="ROPE_LLAMA")
+def test_scales_and_rope_options():
+    expect(ValueError, "k_scale: expected a finite number, got inf", k_scale=float("inf"))
+    expect(ValueError, "v_scale: expected a finite number, got nan", v_scale=float("nan"))
+    expect(TypeError, "k_scale: expected a number or None, got str", k_scale="2")
+    expect(ValueError, "rope_scale: expected a positive number", pos_encoding_mode="ROPE_LLAMA", rope_scale=-1.0)
+    expect(ValueError, "rope_theta: expected a positive number", pos_encoding_mode="ROPE_LLAMA",
+           rope_theta=float("inf"))
 
 
 def test_bad_options():
@@ -200,6 +218,18 @@ def test_outputs_cannot_be_allocated_for_unknown_frameworks():
 def test_valid_arguments_without_a_gpu_raise_cuda_runtime_error():
     with pytest.raises(RuntimeError, match="CUDA error"):
         call(causal=True, window_left=3, logits_soft_cap=2.0, pos_encoding_mode="ALIBI")
+    # RoPE on the fly and fp8 KV (with scales, on either 16-bit q) pass every check.
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        call(causal=True, pos_encoding_mode="ROPE_LLAMA", rope_scale=2.0, rope_theta=5e5)
+    for q_dtype in ("float16", "bfloat16"):
+        for kv_dtype in ("float8_e4m3fn", "float8_e5m2"):
+            args = prefill_args(q_dtype=q_dtype, kv_dtype=kv_dtype)
+            with pytest.raises(RuntimeError, match="CUDA error"):
+                call(q=args["q"], out=args["out"], k=args["k"], v=args["v"], k_scale=0.5, v_scale=2.0,
+                     pos_encoding_mode="ROPE_LLAMA")
+    # k_scale / v_scale are accepted with 16-bit KV too (FlashInfer applies them to any KV).
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        call(k_scale=0.5, v_scale=2.0)
     # A packed mask passes every check; it wins over custom_mask, which is then not looked at.
     with pytest.raises(RuntimeError, match="CUDA error"):
         call(causal=True, window_left=3, packed_custom_mask=FakeCudaArray((MASK_BYTES,), "uint8"),

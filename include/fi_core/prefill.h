@@ -9,7 +9,9 @@ namespace fi_core {
 // (strided) KV cache; query row i sits at position i + kv_len - qo_len (append).
 struct SinglePrefillArgs {
   TensorView q;    // [qo_len, num_qo_heads, head_dim], fp16 or bf16
-  TensorView k;    // [kv_len, num_kv_heads, head_dim] (NHD) or [num_kv_heads, kv_len, head_dim] (HND), q's dtype
+  // [kv_len, num_kv_heads, head_dim] (NHD) or [num_kv_heads, kv_len, head_dim] (HND): q's dtype, or
+  // fp8 (e4m3 or e5m2) scaled by k_scale / v_scale
+  TensorView k;
   TensorView v;    // like k
   TensorView out;  // like q
   TensorView lse;  // optional float32 [qo_len, num_qo_heads], base-2 log-sum-exp
@@ -20,13 +22,18 @@ struct SinglePrefillArgs {
   TensorView packed_custom_mask;
   KVLayout kv_layout = KVLayout::kNHD;
   bool causal = false;  // bottom-right aligned: row i sees keys j <= i + kv_len - qo_len
-  // kNone or kALiBi; RoPE on the fly (kRoPELlama) is not supported yet.
+  // kRoPELlama: q and k rotated on the fly (LLaMA's rotate-half over the whole head_dim, frequency
+  // of dims i and i + head_dim / 2 = theta^(-2i / head_dim) / rope_scale), query row i at position
+  // i + kv_len - qo_len, key j at position j (FlashInfer's prefill).
   PosEncodingMode pos_encoding_mode = PosEncodingMode::kNone;
   int32_t window_left = -1;     // -1: no sliding window
   float logits_soft_cap = 0.f;  // 0: off
   float sm_scale = 0.f;         // 0: 1 / sqrt(head_dim)
   float rope_scale = 1.f;
   float rope_theta = 1e4f;
+  // As FlashInfer: k_scale multiplies sm_scale (the logits, before a soft cap), v_scale the output.
+  // Any KV dtype; meant for fp8 KV's dequantization.
+  float k_scale = 1.f, v_scale = 1.f;
 };
 
 // Validates `args` and launches on `stream` (on q's device; the current device is restored).
@@ -75,9 +82,10 @@ struct BatchPrefillPlanArgs {
   TensorView packed_custom_mask, custom_mask_buffer, mask_indptr_buffer;
   int64_t num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
   DType q_dtype = DType::kFloat16;
-  DType kv_dtype = DType::kFloat16;  // q's dtype (fp8 KV is not supported yet)
+  DType kv_dtype = DType::kFloat16;  // q's dtype, or fp8 (e4m3 or e5m2)
   bool causal = false;
-  PosEncodingMode pos_encoding_mode = PosEncodingMode::kNone;  // kNone or kALiBi
+  // kRoPELlama: as in SinglePrefillArgs, per request (query row i at i + kv_len - qo_len, key j at j).
+  PosEncodingMode pos_encoding_mode = PosEncodingMode::kNone;
   int32_t window_left = -1;
   float logits_soft_cap = 0.f, sm_scale = 0.f, rope_scale = 1.f, rope_theta = 1e4f;
 };
@@ -117,12 +125,13 @@ struct BatchPrefillRunArgs {
   // [num_pages, 2, num_kv_heads, page_size, head_dim] (HND); or k_cache and v_cache without the
   // "2" dimension. Ragged: k and v [kv_indptr[batch_size], num_kv_heads, head_dim] (NHD) or
   // [num_kv_heads, kv_indptr[batch_size], head_dim] (HND) (more key rows are allowed). Any
-  // strides with a contiguous last dimension.
+  // strides with a contiguous last dimension; the plan's kv_dtype.
   TensorView paged_kv_cache, k_cache, v_cache;
   TensorView k, v;
   KVLayout kv_layout = KVLayout::kNHD;
   TensorView out;  // like q
   TensorView lse;  // optional float32 [q.shape[0], num_qo_heads]
+  float k_scale = 1.f, v_scale = 1.f;  // as in SinglePrefillArgs
 };
 
 Status batch_prefill(const BatchPrefillRunArgs& args, const BatchPrefillPlan& plan, cudaStream_t stream);

@@ -99,16 +99,21 @@ def single_prefill_with_kv_cache(
     out: Any = None,
     lse: Any = None,
     stream: Any = None,
+    k_scale: Optional[float] = None,
+    v_scale: Optional[float] = None,
 ) -> Union[Any, Tuple[Any, Any]]:
     """Attention of a request's qo_len query tokens over its kv_len >= qo_len keys (prefill, or
     append when qo_len < kv_len: query row i sits at position i + kv_len - qo_len).
 
     q: [qo_len, num_qo_heads, head_dim] fp16/bf16. k, v: [kv_len, num_kv_heads, head_dim] ("NHD")
-    or [num_kv_heads, kv_len, head_dim] ("HND"), q's dtype. num_qo_heads must be a multiple of
-    num_kv_heads (GQA).
+    or [num_kv_heads, kv_len, head_dim] ("HND"), q's dtype or fp8 (float8_e4m3fn, float8_e5m2).
+    num_qo_heads must be a multiple of num_kv_heads (GQA). k_scale multiplies sm_scale (the
+    logits) and v_scale the output, as in FlashInfer (meant for fp8 KV; any KV dtype takes them).
 
     causal: row i sees keys j <= i + kv_len - qo_len (bottom-right aligned). window_left >= 0
-    also hides keys before position - window_left. pos_encoding_mode: "NONE" or "ALIBI".
+    also hides keys before position - window_left. pos_encoding_mode: "NONE", "ALIBI" or
+    "ROPE_LLAMA" (q and k rotated inside the kernel, LLaMA's rotate-half over the whole head_dim
+    with rope_scale / rope_theta: query row i at position i + kv_len - qo_len, key j at j).
     logits_soft_cap > 0 applies cap * tanh(logits / cap). sm_scale defaults to 1/sqrt(head_dim).
     use_fp16_qk_reduction is accepted for compatibility; q.k always accumulates in float32.
 
@@ -117,7 +122,6 @@ def single_prefill_with_kv_cache(
     bits packed in little bit order, uint8 [ceil(qo_len * kv_len / 8)] (packbits(mask.reshape(-1),
     bitorder="little")); it wins over custom_mask. The heads of a token share its mask row; a row
     that sees no key gives 0 and lse -inf.
-    Not supported yet (ValueError): "ROPE_LLAMA" (RoPE on the fly), fp8 KV.
 
     Returns out [qo_len, num_qo_heads, head_dim] in q's dtype and framework, and with return_lse
     (or an `lse=` buffer) the float32 base-2 log-sum-exp [qo_len, num_qo_heads]. `out=`/`lse=`
@@ -143,6 +147,8 @@ def single_prefill_with_kv_cache(
         sm_scale=scalar(sm_scale, 0.0, "sm_scale"),
         rope_scale=scalar(rope_scale, 1.0, "rope_scale"),
         rope_theta=scalar(rope_theta, 1e4, "rope_theta"),
+        k_scale=scalar(k_scale, 1.0, "k_scale"),
+        v_scale=scalar(v_scale, 1.0, "v_scale"),
         stream=stream_handle(stream, framework),
         synchronize=framework.synchronize,
     )
@@ -266,14 +272,12 @@ class _BatchPrefillWrapper:
         packed, _ = segment_packbits(flat, offsets.astype(np.int32), bitorder="little", stream=stream)
         return packed
 
-    def _run_batch(self, q, kv_arrays, names, out, lse, return_lse, stream):
+    def _run_batch(self, q, kv_arrays, names, k_scale, v_scale, out, lse, return_lse, stream):
         if not self._plan.planned:
             raise RuntimeError("run: plan() must succeed before run()")
         k, v = kv_arrays
+        k_scale, v_scale = scalar(k_scale, 1.0, "k_scale"), scalar(v_scale, 1.0, "v_scale")
         framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, k, v, *names)
-        if k_fp8:
-            raise ValueError(f"{names[0]}: expected the dtype of q, got {k_fp8} (fp8 KV is not supported by "
-                             "prefill yet)")
         out, lse, return_lse = attention_outputs(framework, q, out, lse, return_lse)
         arrays = dict(paged_kv_cache=None, k_cache=None, v_cache=None, k=None, v=None)
         if v is KV_IN_K:
@@ -281,8 +285,9 @@ class _BatchPrefillWrapper:
         else:
             arrays[names[0]], arrays[names[1]] = k_in, v_in
         _C.batch_prefill(self._plan, q_in, arrays["paged_kv_cache"], arrays["k_cache"], arrays["v_cache"],
-                         arrays["k"], arrays["v"], kv_layout=self._kv_layout, out=out, lse=lse,
-                         stream=stream_handle(stream, framework), synchronize=framework.synchronize)
+                         arrays["k"], arrays["v"], kv_fp8_dtype=k_fp8, kv_layout=self._kv_layout, out=out, lse=lse,
+                         k_scale=k_scale, v_scale=v_scale, stream=stream_handle(stream, framework),
+                         synchronize=framework.synchronize)
         return (out, lse) if return_lse else out
 
     def plan_info(self) -> dict:
@@ -299,10 +304,12 @@ _PLAN_DOC = """
         keys; its query row i sits at position i + kv_len - qo_len (append; causal masks are
         bottom-right aligned). Index arrays are read on the host (GPU arrays are copied back, which
         waits for them). num_qo_heads must be a multiple of num_kv_heads (GQA); head_dim_vo must be
-        None or head_dim_qk. pos_encoding_mode: "NONE" or "ALIBI"; window_left >= 0 keeps that many
-        keys before each query's position; logits_soft_cap > 0 applies cap * tanh(logits / cap);
-        sm_scale defaults to 1/sqrt(head_dim). kv_data_type defaults to q_data_type and must equal it.
-        Not supported yet (ValueError): "ROPE_LLAMA", fp8 KV.
+        None or head_dim_qk. pos_encoding_mode: "NONE", "ALIBI" or "ROPE_LLAMA" (q and k rotated
+        inside the kernel with rope_scale / rope_theta: query row i of a request at position
+        i + kv_len - qo_len, its key j at j); window_left >= 0 keeps that many keys before each
+        query's position; logits_soft_cap > 0 applies cap * tanh(logits / cap); sm_scale defaults
+        to 1/sqrt(head_dim). kv_data_type defaults to q_data_type; it may also be fp8
+        (float8_e4m3fn or float8_e5m2), and run() then takes an fp8 KV cache of that type.
 
         custom_mask: bool [sum(qo_len * kv_len)], each request's [qo_len, kv_len] mask flattened
         (true where row i sees key j), the requests concatenated; it replaces `causal` (window_left
@@ -314,7 +321,8 @@ _PLAN_DOC = """
         copies it into custom_mask_buf (and mask_indptr into mask_indptr_buf, when given), and the
         first plan fixes whether plans have a mask.
 
-        The schedule (query tiles of 16 or 64 packed token x head rows, chosen from the average
+        The schedule (query tiles of 16, 64 or 128 packed token x head rows (at most 64 with a custom
+        mask or ROPE_LLAMA), chosen from the average
         qo_len x group size; the keys of each tile cut into chunks when the tiles alone would leave
         the GPU underfilled) is copied to the GPU on `stream` (default: the workspace framework's
         current stream) from pinned memory, so plan() returns without waiting for the GPU;
@@ -385,8 +393,9 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         """Attention of q [qo_indptr[-1], num_qo_heads, head_dim] over the planned pages of
         paged_kv_cache: one array [num_pages, 2, page_size, num_kv_heads, head_dim] (NHD; HND:
         [num_pages, 2, num_kv_heads, page_size, head_dim]) or a (k_cache, v_cache) pair without the
-        "2" dimension, in q's dtype. Any page strides work (the cache may be a slice of a larger
-        pool). k_scale / v_scale are for fp8 caches, not supported yet: leave them None.
+        "2" dimension, in plan()'s kv_data_type (q's dtype or fp8). Any page strides work (the cache
+        may be a slice of a larger pool). k_scale multiplies sm_scale (the logits) and v_scale the
+        output, as in FlashInfer (meant for fp8 caches; any dtype takes them).
 
         Returns out like q in q's dtype and framework, and with return_lse (or lse=) the float32
         base-2 log-sum-exp [qo_indptr[-1], num_qo_heads].
@@ -394,17 +403,14 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         if args:
             raise TypeError(f"run: unexpected positional arguments after paged_kv_cache ({len(args)} given); "
                             "pass k_scale, v_scale, out, lse, return_lse by keyword")
-        for arg, value in (("k_scale", k_scale), ("v_scale", v_scale)):
-            if value is not None and scalar(value, 1.0, arg) != 1.0:
-                raise ValueError(f"{arg}: expected None (scales apply to fp8 KV, which prefill does not support "
-                                 f"yet), got {value}")
         if isinstance(paged_kv_cache, (tuple, list)):
             if len(paged_kv_cache) != 2:
                 raise ValueError(f"paged_kv_cache: expected one array or a (k_cache, v_cache) pair, "
                                  f"got a sequence of {len(paged_kv_cache)}")
-            return self._run_batch(q, tuple(paged_kv_cache), ("k_cache", "v_cache"), out, lse, return_lse, stream)
-        return self._run_batch(q, (paged_kv_cache, KV_IN_K), ("paged_kv_cache", "paged_kv_cache"), out, lse,
-                               return_lse, stream)
+            return self._run_batch(q, tuple(paged_kv_cache), ("k_cache", "v_cache"), k_scale, v_scale, out, lse,
+                                   return_lse, stream)
+        return self._run_batch(q, (paged_kv_cache, KV_IN_K), ("paged_kv_cache", "paged_kv_cache"), k_scale, v_scale,
+                               out, lse, return_lse, stream)
 
     forward = run
 
@@ -446,15 +452,17 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
     plan.__doc__ += _PLAN_DOC
 
     def run(self, q: Any, k: Any, v: Any, *args: Any, out: Any = None, lse: Any = None, return_lse: bool = False,
-            stream: Any = None) -> Union[Any, Tuple[Any, Any]]:
-        """Attention of q [qo_indptr[-1], num_qo_heads, head_dim] over k and v (q's dtype; NHD
-        [kv_indptr[-1], num_kv_heads, head_dim] or HND [num_kv_heads, kv_indptr[-1], head_dim], any
-        leading strides). Returns out like q, and with return_lse (or lse=) the float32 base-2
-        log-sum-exp [qo_indptr[-1], num_qo_heads].
+            stream: Any = None, k_scale: Optional[float] = None,
+            v_scale: Optional[float] = None) -> Union[Any, Tuple[Any, Any]]:
+        """Attention of q [qo_indptr[-1], num_qo_heads, head_dim] over k and v (plan()'s
+        kv_data_type: q's dtype or fp8; NHD [kv_indptr[-1], num_kv_heads, head_dim] or HND
+        [num_kv_heads, kv_indptr[-1], head_dim], any leading strides). k_scale / v_scale as in the
+        paged wrapper's run() (a fi_core extension here). Returns out like q, and with return_lse (or
+        lse=) the float32 base-2 log-sum-exp [qo_indptr[-1], num_qo_heads].
         """
         if args:
             raise TypeError(f"run: unexpected positional arguments after v ({len(args)} given); "
                             "pass out, lse, return_lse by keyword")
-        return self._run_batch(q, (k, v), ("k", "v"), out, lse, return_lse, stream)
+        return self._run_batch(q, (k, v), ("k", "v"), k_scale, v_scale, out, lse, return_lse, stream)
 
     forward = run

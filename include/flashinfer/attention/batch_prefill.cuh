@@ -26,11 +26,11 @@ namespace flashinfer {
 namespace attention {
 
 // Ragged KV: request b's keys are rows kv_start .. kv_start + kv_len - 1 of k and v.
-template <typename T>
-struct BatchPrefillRaggedParams : PrefillCommonParams<T> {
-  using Sequence = StridedSequence<T>;
-  const T* k;  // key row n of kv head h at n * k_stride_n + h * k_stride_h (NHD or HND)
-  const T* v;
+template <typename T, typename TKV = T>
+struct BatchPrefillRaggedParams : PrefillCommonParams<T, TKV> {
+  using Sequence = StridedSequence<TKV>;
+  const TKV* k;  // key row n of kv head h at n * k_stride_n + h * k_stride_h (NHD or HND)
+  const TKV* v;
   int64_t k_stride_n, k_stride_h, v_stride_n, v_stride_h;
   const PrefillWork* work_items;  // one per grid column
 
@@ -42,11 +42,11 @@ struct BatchPrefillRaggedParams : PrefillCommonParams<T> {
 };
 
 // Paged KV: request b's pages are page_table[kv_start ...] (PagedSequence).
-template <typename T>
-struct BatchPrefillPagedParams : PrefillCommonParams<T> {
-  using Sequence = PagedSequence<T>;
-  const T* k;  // page pool: (page, slot, head) at page * stride_page + slot * stride_n + head * stride_h
-  const T* v;
+template <typename T, typename TKV = T>
+struct BatchPrefillPagedParams : PrefillCommonParams<T, TKV> {
+  using Sequence = PagedSequence<TKV>;
+  const TKV* k;  // page pool: (page, slot, head) at page * stride_page + slot * stride_n + head * stride_h
+  const TKV* v;
   int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
   const int32_t* page_table;  // the batch's page indices (CSR values)
   math::FastDivmod page_size;

@@ -23,7 +23,13 @@
 // A custom mask (FlashInfer's packed_custom_mask) is a kernel variant of its own (CUSTOM_MASK): the
 // mask, not `causal`, decides which keys a row sees (a sliding window still applies), so steps
 // cover all of a row's keys and every slice tests each logit's bit, read from global memory.
-// Inputs: q and KV of one 16-bit type.
+// RoPE on the fly (ROPE, FlashInfer's ROPE_LLAMA) is a kernel variant too: the Q tile is rotated in
+// shared memory once after it lands (query token t at position t + kv_len - qo_len), and every
+// K tile after it lands (key j at position j), before the math reads it.
+// Inputs: q of a 16-bit type; KV of q's type, or fp8 (e4m3 / e5m2). fp8 tiles land in shared
+// memory as they are (half the bytes of a 16-bit tile to move) and are converted, once per step,
+// into one 16-bit K and V tile that the mma reads: a shared-memory pass and a barrier per step,
+// and one more tile of shared memory (the pipeline itself is half as large).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -101,14 +107,14 @@ struct PrefillTiling {
 };
 
 // Query tile of a plan: 16 rows when the average request has at most 16 packed rows (decode-like
-// appends), 128 when it has at least 128 and head_dim allows, else 64. With a custom mask at most
-// 64: the mask's bit reads on top of the 128-row tile's registers would spill (and the kernel is
-// not built).
+// appends), 128 when it has at least 128 and head_dim allows, else 64. With a custom mask or RoPE
+// (`at_most_64_rows`) at most 64: the mask's bit reads or the rotations on top of the 128-row
+// tile's registers would spill (and those kernels are not built).
 inline uint32_t choose_query_rows(uint64_t packed_rows, uint64_t num_requests, uint32_t head_dim,
-                                  bool custom_mask = false) {
+                                  bool at_most_64_rows = false) {
   const uint64_t requests = std::max<uint64_t>(num_requests, 1);
   if (packed_rows <= 16 * requests) return 16;
-  return head_dim <= 128 && !custom_mask && packed_rows >= 128 * requests ? 128 : 64;
+  return head_dim <= 128 && !at_most_64_rows && packed_rows >= 128 * requests ? 128 : 64;
 }
 
 // What one CTA computes: packed query rows [row_begin, row_end) of one request, over its keys
@@ -129,9 +135,10 @@ struct alignas(16) PrefillWork {
 
 // Query, output, mask and variant: what every prefill problem shares. Rows of q, o and lse are
 // indexed by token (the request's qo_begin + token) and query head.
-template <typename T>
+template <typename T, typename TKV = T>
 struct PrefillCommonParams {
   using DType = T;
+  using DTypeKV = TKV;  // T, or an fp8 type
   using DTypeO = T;
   const T* q;
   T* o;
@@ -142,7 +149,11 @@ struct PrefillCommonParams {
   bool causal;  // ignored by CUSTOM_MASK kernels: the mask decides (as in FlashInfer)
   int32_t window_left;  // -1: off
   LogitsVariant logits;
-  float v_scale;  // multiplies merged outputs (the split-KV merge reads it); 1
+  // RoPE on the fly (ROPE kernels): frequency of dims i and i + head_dim / 2 is
+  // rope_rcp_scale * 2^(rope_log2_rcp_theta * 2i / head_dim).
+  bool apply_rope;
+  float rope_rcp_scale, rope_log2_rcp_theta;
+  float v_scale;  // multiplies the outputs (fp8 V's scale; the split-KV merge applies it to merged ones)
   // Split-KV states: normalized partial outputs [state][num_qo_heads][head_dim], their lse
   // [state][num_qo_heads].
   float* partial_o;
@@ -155,7 +166,8 @@ struct PrefillCommonParams {
   const int32_t* mask_indptr;
 };
 
-template <uint32_t HEAD_DIM, uint32_t WARPS_Q, uint32_t M_TILES>
+// KV_BYTES: bytes of a K or V element (2, or 1 for fp8).
+template <uint32_t HEAD_DIM, uint32_t WARPS_Q, uint32_t M_TILES, uint32_t KV_BYTES = 2>
 struct PrefillTraits {
   static_assert((WARPS_Q == 1 && M_TILES == 1) || (WARPS_Q == 4 && (M_TILES == 1 || M_TILES == 2)),
                 "query tiles of 16, 64 or 128 rows");
@@ -176,8 +188,11 @@ struct PrefillTraits {
   static constexpr uint32_t kStages = HEAD_DIM <= 64 ? 3 : 2;
   static constexpr size_t kQTileBytes = size_t(kQueryRows) * HEAD_DIM * 2;
   static constexpr size_t kKVTileBytes = size_t(kStepKeys) * HEAD_DIM * 2;
-  static constexpr size_t kPipeBytes = kStages * 2 * kKVTileBytes;
-  static constexpr size_t kSmemBytes = kQTileBytes + kPipeBytes;
+  static constexpr size_t kStageTileBytes = size_t(kStepKeys) * HEAD_DIM * KV_BYTES;  // as K or V lands
+  static constexpr size_t kPipeBytes = kStages * 2 * kStageTileBytes;
+  // fp8 KV: the step's K and V converted to 16 bits, after the pipeline.
+  static constexpr size_t kConvertedBytes = KV_BYTES == 1 ? 2 * kKVTileBytes : 0;
+  static constexpr size_t kSmemBytes = kQTileBytes + kPipeBytes + kConvertedBytes;
   // The epilogue stages every warp's float accumulators in the (then free) Q tile and pipeline;
   // rows padded by 8 floats so that the fragment stores of a half-warp hit distinct banks.
   static constexpr uint32_t kStageStride = HEAD_DIM + 8;
@@ -187,22 +202,113 @@ struct PrefillTraits {
   static constexpr uint32_t kMinCTAsPerSM = 2;
 };
 
-// Starts the copy of keys [first, first + valid) of `seq` into a K and a V tile of kRows rows
-// (rows past `valid` zero-filled and not read); one lookup of a key's location serves both.
-template <uint32_t HEAD_DIM, uint32_t kRows, uint32_t kThreads, typename Sequence>
+// A [kRows][HEAD_DIM] tile of fp8 K or V rows as they land from global memory: plain rows of
+// 16-byte chunks (each thread later reads 8 consecutive bytes of a row, so no swizzle is needed).
+template <uint32_t HEAD_DIM>
+struct Fp8RowTile {
+  static constexpr uint32_t kChunks = HEAD_DIM / 16;
+  __device__ __forceinline__ static uint32_t index(uint32_t row, uint32_t chunk) { return row * kChunks + chunk; }
+};
+
+// How K and V tiles of element type TKV land in shared memory.
+template <uint32_t HEAD_DIM, typename TKV>
+using StageTile = std::conditional_t<sizeof(TKV) == 1, Fp8RowTile<HEAD_DIM>, SwizzledTile<HEAD_DIM>>;
+
+// Starts the copy of keys [first, first + valid) of `seq` into a K and a V tile of kRows rows laid
+// out as `Tile` (rows past `valid` zero-filled and not read); one lookup of a key's location
+// serves both.
+template <typename Tile, uint32_t kRows, uint32_t kThreads, typename Sequence>
 __device__ __forceinline__ void load_kv_async(uint4* k_tile, uint4* v_tile, uint32_t tid, uint32_t first,
                                               uint32_t valid, const Sequence& seq) {
-  using Tile = SwizzledTile<HEAD_DIM>;
   constexpr uint32_t kRowsPerPass = kThreads / Tile::kChunks;
   static_assert(kThreads % Tile::kChunks == 0 && kRows % kRowsPerPass == 0, "uneven tile copy");
+  constexpr uint32_t kChunkElems = 16 / sizeof(*seq.k_at(seq.locate(0)));
   const uint32_t chunk = tid % Tile::kChunks;
 #pragma unroll
   for (uint32_t pass = 0; pass < kRows / kRowsPerPass; ++pass) {
     const uint32_t row = pass * kRowsPerPass + tid / Tile::kChunks;
     const bool in_range = row < valid;
     const auto at = seq.locate(first + (in_range ? row : 0));
-    cp_async::copy<16>(k_tile + Tile::index(row, chunk), seq.k_at(at) + chunk * 8, in_range);
-    cp_async::copy<16>(v_tile + Tile::index(row, chunk), seq.v_at(at) + chunk * 8, in_range);
+    cp_async::copy<16>(k_tile + Tile::index(row, chunk), seq.k_at(at) + chunk * kChunkElems, in_range);
+    cp_async::copy<16>(v_tile + Tile::index(row, chunk), seq.v_at(at) + chunk * kChunkElems, in_range);
+  }
+}
+
+// LLaMA RoPE of a row's dims [dim0, dim0 + 8) (`lo`, dim0 < head_dim / 2) and their partners
+// dim0 + head_dim / 2 (`hi`), which share a frequency: (x, y) -> (x cos - y sin, y cos + x sin),
+// the angle formed in fp32 as FlashInfer does (and as apply_rope8 does for decode).
+__device__ __forceinline__ void rotate_pairs8(float (&lo)[8], float (&hi)[8], uint32_t dim0, uint32_t head_dim,
+                                              float position, float rcp_scale, float log2_rcp_theta) {
+#pragma unroll
+  for (uint32_t i = 0; i < 8; ++i) {
+    float s, c;
+    sincosf(position * rope_frequency(dim0 + i, head_dim, rcp_scale, log2_rcp_theta), &s, &c);
+    const float x = lo[i], y = hi[i];
+    lo[i] = x * c - y * s;
+    hi[i] = y * c + x * s;
+  }
+}
+
+// Rotates rows [0, valid_rows) of a swizzled 16-bit tile of kRows rows in place, row r at
+// position_of(r): each thread takes 8-dim pairs (chunk c, chunk c + kChunks / 2) of some rows.
+template <typename T, uint32_t HEAD_DIM, uint32_t kRows, uint32_t kThreads, typename PositionOf>
+__device__ __forceinline__ void rotate_tile(uint4* tile, uint32_t tid, uint32_t valid_rows,
+                                            const PositionOf& position_of, float rcp_scale, float log2_rcp_theta) {
+  using Tile = SwizzledTile<HEAD_DIM>;
+  constexpr uint32_t kPairs = Tile::kChunks / 2;
+  for (uint32_t unit = tid; unit < kRows * kPairs; unit += kThreads) {
+    const uint32_t row = unit / kPairs, c = unit % kPairs;
+    if (row >= valid_rows) break;  // units go row by row
+    T* lo_at = reinterpret_cast<T*>(tile + Tile::index(row, c));
+    T* hi_at = reinterpret_cast<T*>(tile + Tile::index(row, c + kPairs));
+    float lo[8], hi[8];
+    load8_as_float(lo_at, lo);
+    load8_as_float(hi_at, hi);
+    rotate_pairs8(lo, hi, c * 8, HEAD_DIM, position_of(row), rcp_scale, log2_rcp_theta);
+    store8_from_float(lo_at, lo);
+    store8_from_float(hi_at, hi);
+  }
+}
+
+// fp8 KV: converts a step's landed fp8 K and V rows (Fp8RowTile) into the swizzled 16-bit tiles
+// the mma reads (exactly: fp16 and bf16 hold every e4m3 and e5m2 value), rotating the keys on the
+// way with ROPE (key row r at position first_key + r). Zero-filled rows stay zero.
+template <typename T, typename TKV, uint32_t HEAD_DIM, uint32_t kRows, uint32_t kThreads, bool ROPE>
+__device__ __forceinline__ void convert_kv_tiles(const uint4* k_in, const uint4* v_in, uint4* k_out, uint4* v_out,
+                                                 uint32_t tid, uint32_t first_key, float rcp_scale,
+                                                 float log2_rcp_theta) {
+  using Tile = SwizzledTile<HEAD_DIM>;
+  constexpr uint32_t kChunks = Tile::kChunks, kPairs = kChunks / 2;
+  auto in_at = [](const uint4* tile, uint32_t row, uint32_t c) {
+    return reinterpret_cast<const TKV*>(tile) + row * HEAD_DIM + c * 8;
+  };
+  auto out_at = [](uint4* tile, uint32_t row, uint32_t c) { return reinterpret_cast<T*>(tile + Tile::index(row, c)); };
+  static_assert(kRows * kPairs % kThreads == 0 && kRows * kChunks % kThreads == 0, "uneven conversion");
+  if constexpr (ROPE) {
+    // Not unrolled: the sincos of several units at once would spill next to the accumulators.
+#pragma unroll 1
+    for (uint32_t unit = tid; unit < kRows * kPairs; unit += kThreads) {
+      const uint32_t row = unit / kPairs, c = unit % kPairs;
+      float lo[8], hi[8];
+      load8_as_float(in_at(k_in, row, c), lo);
+      load8_as_float(in_at(k_in, row, c + kPairs), hi);
+      rotate_pairs8(lo, hi, c * 8, HEAD_DIM, float(first_key + row), rcp_scale, log2_rcp_theta);
+      store8_from_float(out_at(k_out, row, c), lo);
+      store8_from_float(out_at(k_out, row, c + kPairs), hi);
+    }
+  } else {
+#pragma unroll
+    for (uint32_t unit = tid; unit < kRows * kChunks; unit += kThreads) {
+      float x[8];
+      load8_as_float(in_at(k_in, unit / kChunks, unit % kChunks), x);
+      store8_from_float(out_at(k_out, unit / kChunks, unit % kChunks), x);
+    }
+  }
+#pragma unroll
+  for (uint32_t unit = tid; unit < kRows * kChunks; unit += kThreads) {
+    float x[8];
+    load8_as_float(in_at(v_in, unit / kChunks, unit % kChunks), x);
+    store8_from_float(out_at(v_out, unit / kChunks, unit % kChunks), x);
   }
 }
 
@@ -230,14 +336,19 @@ __device__ __forceinline__ uint32_t custom_mask_pairs(const uint8_t* bits, uint6
 // without, masking is the only per-logit work and the scale folds into the softmax's exp2.
 // CUSTOM_MASK: the problem has a custom mask (p.custom_mask). Its kernels always take the TRANSFORM
 // path (one kernel more per query tile, not two; the transform of a plain variant is a scale).
-template <uint32_t HEAD_DIM, uint32_t WARPS_Q, uint32_t M_TILES, bool TRANSFORM, bool CUSTOM_MASK, typename Problem>
+// ROPE: q and k are rotated on the fly (p.apply_rope); TRANSFORM path too, for the same reason.
+template <uint32_t HEAD_DIM, uint32_t WARPS_Q, uint32_t M_TILES, bool TRANSFORM, bool CUSTOM_MASK, bool ROPE,
+          typename Problem>
 __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kThreads,
                                   PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kMinCTAsPerSM)
     prefill_kernel(const Problem p) {
   using T = typename Problem::DType;
-  static_assert(sizeof(T) == 2, "tensor-core prefill takes 16-bit q and KV");
-  static_assert(TRANSFORM || !CUSTOM_MASK, "custom-mask kernels take the TRANSFORM path");
-  using Traits = PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>;
+  using TKV = typename Problem::DTypeKV;
+  static_assert(sizeof(T) == 2, "tensor-core prefill takes 16-bit q");
+  static_assert(std::is_same_v<TKV, T> || sizeof(TKV) == 1, "KV of q's type, or fp8");
+  static_assert(TRANSFORM || (!CUSTOM_MASK && !ROPE), "custom-mask and RoPE kernels take the TRANSFORM path");
+  constexpr bool kFp8KV = sizeof(TKV) == 1;
+  using Traits = PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES, sizeof(TKV)>;
   using Tile = typename Traits::Tile;
   constexpr uint32_t kChunks = Tile::kChunks, kStages = Traits::kStages, kStepKeys = Traits::kStepKeys;
   constexpr uint32_t kQueryRows = Traits::kQueryRows, kWarpRows = Traits::kWarpRows, kMTiles = Traits::kMTiles;
@@ -266,8 +377,12 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
   extern __shared__ __align__(16) uint8_t smem[];
   uint4* q_tile = reinterpret_cast<uint4*>(smem);
   uint4* pipe = reinterpret_cast<uint4*>(smem + Traits::kQTileBytes);
-  auto k_tile = [&](uint32_t stage) { return pipe + stage * 2 * kStepKeys * kChunks; };
-  auto v_tile = [&](uint32_t stage) { return k_tile(stage) + kStepKeys * kChunks; };
+  constexpr uint32_t kStageTileChunks = Traits::kStageTileBytes / 16;
+  auto k_tile = [&](uint32_t stage) { return pipe + stage * 2 * kStageTileChunks; };
+  auto v_tile = [&](uint32_t stage) { return k_tile(stage) + kStageTileChunks; };
+  // fp8 KV: the 16-bit K and V tiles of the current step (after the pipeline).
+  uint4* k_converted = reinterpret_cast<uint4*>(smem + Traits::kQTileBytes + Traits::kPipeBytes);
+  uint4* v_converted = k_converted + kStepKeys * kChunks;
 
   const T* q = p.q + w.qo_begin * p.q_stride_n + (kv_head * group) * p.q_stride_h;
   Tile::template load_async<kQueryRows, Traits::kThreads>(q_tile, tid, tile_rows, [&](uint32_t r) {
@@ -280,12 +395,21 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
   // Keys past `end` are zero-filled: their logits are masked, and zero values keep P V finite.
   auto issue = [&](uint32_t step, uint32_t stage) {
     if (step < end)
-      load_kv_async<HEAD_DIM, kStepKeys, Traits::kThreads>(k_tile(stage), v_tile(stage), tid, step,
-                                                           min(kStepKeys, end - step), seq);
+      load_kv_async<StageTile<HEAD_DIM, TKV>, kStepKeys, Traits::kThreads>(k_tile(stage), v_tile(stage), tid, step,
+                                                                           min(kStepKeys, end - step), seq);
     cp_async::commit_group();  // also when empty, so that group counts stay uniform
   };
 #pragma unroll
   for (uint32_t stage = 0; stage + 1 < kStages; ++stage) issue(begin + stage * kStepKeys, stage);
+  if constexpr (ROPE) {
+    // Rotate the Q tile once, as soon as it has landed (it was committed before the KV stages);
+    // the loop's first barrier publishes it.
+    cp_async::wait_group<kStages - 1>();
+    __syncthreads();
+    rotate_tile<T, HEAD_DIM, kQueryRows, Traits::kThreads>(
+        q_tile, tid, tile_rows, [&](uint32_t r) { return float(token_of(w.row_begin + r) + mask.offset); },
+        p.rope_rcp_scale, p.rope_log2_rcp_theta);
+  }
 
   // This warp's rows, and the lane's accumulator rows (lane / 4 and lane / 4 + 8 of each m16 tile). Rows past
   // the tile compute on zero queries, masked like its last row, and are never written. Every
@@ -339,10 +463,23 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
     __syncthreads();  // step i (and q) landed for every thread; the stage of step i - 1 is free
     const uint32_t step = begin + i * kStepKeys;
     issue(step + (kStages - 1) * kStepKeys, (i + kStages - 1) % kStages);
+    // fp8 KV: convert the step's K and V (rotating K with ROPE) into the 16-bit tiles; 16-bit KV
+    // with ROPE: rotate K in place. Every warp takes part, then waits for the others' rows.
+    if constexpr (kFp8KV) {
+      convert_kv_tiles<T, TKV, HEAD_DIM, kStepKeys, Traits::kThreads, ROPE>(
+          k_tile(i % kStages), v_tile(i % kStages), k_converted, v_converted, tid, step, p.rope_rcp_scale,
+          p.rope_log2_rcp_theta);
+      __syncthreads();
+    } else if constexpr (ROPE) {
+      rotate_tile<T, HEAD_DIM, kStepKeys, Traits::kThreads>(
+          k_tile(i % kStages), tid, kStepKeys, [&](uint32_t r) { return float(step + r); }, p.rope_rcp_scale,
+          p.rope_log2_rcp_theta);
+      __syncthreads();
+    }
     const uint32_t slice = step + warp_kv * kWarpKeys;  // this warp's first key of the step
     if (!warp_has_rows || slice >= warp_end || slice + kWarpKeys <= warp_begin) continue;
-    const uint4* kt = k_tile(i % kStages) + warp_kv * kWarpKeys * kChunks;
-    const uint4* vt = v_tile(i % kStages) + warp_kv * kWarpKeys * kChunks;
+    const uint4* kt = (kFp8KV ? k_converted : k_tile(i % kStages)) + warp_kv * kWarpKeys * kChunks;
+    const uint4* vt = (kFp8KV ? v_converted : v_tile(i % kStages)) + warp_kv * kWarpKeys * kChunks;
     // CUSTOM_MASK: the lane's rows' mask bits of this slice, read before the math that hides the
     // loads' latency.
     uint32_t mask_pairs[kMTiles][2];
@@ -473,7 +610,8 @@ __global__ void __launch_bounds__(PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>::kTh
 #pragma unroll
       for (uint32_t e = 0; e < 8; ++e) acc[e] = fmaf(weight, x[e], acc[e]);
     }
-    const float scale = denom > 0.f ? 1.f / denom : 0.f;  // no visible key: output 0
+    // No visible key: output 0. v_scale applies to outputs here, to partial states in the merge.
+    const float scale = denom > 0.f ? (w.partial_state < 0 ? p.v_scale : 1.f) / denom : 0.f;
 #pragma unroll
     for (uint32_t e = 0; e < 8; ++e) acc[e] *= scale;
     const float row_lse = denom > 0.f ? m_max + math::ptx_log2(denom) : -math::kInf;
@@ -501,7 +639,7 @@ struct PrefillKernels {
   template <uint32_t WARPS_Q, uint32_t M_TILES>
   struct TileShape {
     static constexpr uint32_t kWarpsQ = WARPS_Q, kMTiles = M_TILES;
-    using Traits = PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES>;
+    using Traits = PrefillTraits<HEAD_DIM, WARPS_Q, M_TILES, sizeof(typename Problem::DTypeKV)>;
   };
 
   // Calls fn(TileShape) for a tile of query_rows rows (128 only where HEAD_DIM allows it).
@@ -515,18 +653,18 @@ struct PrefillKernels {
     return cudaErrorInvalidValue;
   }
 
-  template <typename Shape, bool TRANSFORM, bool CUSTOM_MASK>
+  template <typename Shape, bool TRANSFORM, bool CUSTOM_MASK, bool ROPE>
   static constexpr auto kernel =
-      prefill_kernel<HEAD_DIM, Shape::kWarpsQ, Shape::kMTiles, TRANSFORM, CUSTOM_MASK, Problem>;
+      prefill_kernel<HEAD_DIM, Shape::kWarpsQ, Shape::kMTiles, TRANSFORM, CUSTOM_MASK, ROPE, Problem>;
 
-  template <typename Shape, bool TRANSFORM, bool CUSTOM_MASK>
+  template <typename Shape, bool TRANSFORM, bool CUSTOM_MASK, bool ROPE>
   static cudaError_t allow_smem() {
     static PerDeviceValue opted_in;
-    return allow_dynamic_smem(opted_in, kernel<Shape, TRANSFORM, CUSTOM_MASK>, Shape::Traits::kSmemBytes);
+    return allow_dynamic_smem(opted_in, kernel<Shape, TRANSFORM, CUSTOM_MASK, ROPE>, Shape::Traits::kSmemBytes);
   }
 
-  // CTAs of the query_rows kernel (the variant without a logits transform or custom mask; they
-  // all have the same shared memory and register bound) that fit on `device` at once.
+  // CTAs of the query_rows kernel (the variant without a logits transform, custom mask or RoPE;
+  // they all have the same shared memory and register bound) that fit on `device` at once.
   static cudaError_t wave_ctas(uint32_t query_rows, int device, uint32_t* ctas) {
     return with_tile(query_rows, [&](auto shape) {
       using Shape = decltype(shape);
@@ -535,10 +673,10 @@ struct PrefillKernels {
       cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
       if (err == cudaSuccess) {
         err = resident.get(device, &ctas_per_sm, [](int* value) {
-          cudaError_t e = allow_smem<Shape, false, false>();
+          cudaError_t e = allow_smem<Shape, false, false, false>();
           return e != cudaSuccess ? e
                                   : cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                                        value, kernel<Shape, false, false>, Shape::Traits::kThreads,
+                                        value, kernel<Shape, false, false, false>, Shape::Traits::kThreads,
                                         Shape::Traits::kSmemBytes);
         });
       }
@@ -552,23 +690,28 @@ struct PrefillKernels {
     const bool transform = p.logits.use_alibi || p.logits.soft_cap_log2 > 0.f;
     return with_tile(query_rows, [&](auto shape) {
       using Shape = decltype(shape);
-      auto go = [&](auto transform_tag, auto mask_tag) {
+      using Yes = std::true_type;
+      using No = std::false_type;
+      auto go = [&](auto transform_tag, auto mask_tag, auto rope_tag) {
         constexpr bool TRANSFORM = decltype(transform_tag)::value, CUSTOM_MASK = decltype(mask_tag)::value;
-        cudaError_t err = allow_smem<Shape, TRANSFORM, CUSTOM_MASK>();
+        constexpr bool ROPE = decltype(rope_tag)::value;
+        cudaError_t err = allow_smem<Shape, TRANSFORM, CUSTOM_MASK, ROPE>();
         if (err != cudaSuccess) return err;
         const dim3 grid(grid_x, p.num_kv_heads);
-        kernel<Shape, TRANSFORM, CUSTOM_MASK>
+        kernel<Shape, TRANSFORM, CUSTOM_MASK, ROPE>
             <<<grid, Shape::Traits::kThreads, Shape::Traits::kSmemBytes, stream>>>(p);
         return cudaGetLastError();
       };
-      if (p.custom_mask != nullptr) {
-        // choose_query_rows keeps custom masks to 16- and 64-row tiles: no 128-row mask kernel.
-        if constexpr (Shape::kMTiles == 1)
-          return go(std::true_type{}, std::true_type{});
-        else
+      if (p.custom_mask != nullptr || p.apply_rope) {
+        // choose_query_rows keeps custom masks and RoPE to 16- and 64-row tiles: no 128-row kernels.
+        if constexpr (Shape::kMTiles == 1) {
+          if (p.custom_mask == nullptr) return go(Yes{}, No{}, Yes{});
+          return p.apply_rope ? go(Yes{}, Yes{}, Yes{}) : go(Yes{}, Yes{}, No{});
+        } else {
           return cudaErrorInvalidValue;
+        }
       }
-      return transform ? go(std::true_type{}, std::false_type{}) : go(std::false_type{}, std::false_type{});
+      return transform ? go(Yes{}, No{}, No{}) : go(No{}, No{}, No{});
     });
   }
 };
@@ -576,11 +719,11 @@ struct PrefillKernels {
 // Single prefill: one request with its keys in one strided array each; its tiles are the grid's
 // columns (the last tiles, which see the most keys under a causal mask, first, so that the grid's
 // tail is short work). Never split: nothing to plan.
-template <typename T>
-struct SinglePrefillParams : PrefillCommonParams<T> {
-  using Sequence = StridedSequence<T>;
-  const T* k;  // key n of kv head h at n * k_stride_n + h * k_stride_h (NHD or HND)
-  const T* v;
+template <typename T, typename TKV = T>
+struct SinglePrefillParams : PrefillCommonParams<T, TKV> {
+  using Sequence = StridedSequence<TKV>;
+  const TKV* k;  // key n of kv head h at n * k_stride_n + h * k_stride_h (NHD or HND)
+  const TKV* v;
   int64_t k_stride_n, k_stride_h, v_stride_n, v_stride_h;
   uint32_t qo_len, kv_len;
   PrefillTiling tiling;  // set by SinglePrefill::run
@@ -600,15 +743,16 @@ struct SinglePrefillParams : PrefillCommonParams<T> {
   }
 };
 
-template <uint32_t HEAD_DIM, typename T>
+template <uint32_t HEAD_DIM, typename T, typename TKV = T>
 struct SinglePrefill {
-  using Params = SinglePrefillParams<T>;
+  using Params = SinglePrefillParams<T, TKV>;
 
   // `p.tiling` is chosen here from qo_len x group size.
   static cudaError_t run(Params p, cudaStream_t stream) {
     if (p.qo_len == 0) return cudaSuccess;
     const uint32_t group = p.num_qo_heads / p.num_kv_heads;
-    p.tiling = {group, choose_query_rows(uint64_t(p.qo_len) * group, 1, HEAD_DIM, p.custom_mask != nullptr)};
+    p.tiling = {group, choose_query_rows(uint64_t(p.qo_len) * group, 1, HEAD_DIM,
+                                         p.custom_mask != nullptr || p.apply_rope)};
     p.group_size = math::FastDivmod(group);
     return PrefillKernels<HEAD_DIM, Params>::launch(p, p.tiling.query_rows, p.tiling.num_tiles(p.qo_len), stream);
   }
