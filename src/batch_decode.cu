@@ -4,11 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <string>
 
 #include "batch_decode_problem.h"
+#include "batch_plan.h"
 #include "checks.h"
 #include "dispatch.h"
 #include "fi_core/api.h"
@@ -36,34 +36,7 @@ struct BatchDecodePlan::Impl {
   const int32_t* page_table = nullptr;
   float* partial_o = nullptr;
   float* partial_lse = nullptr;
-  // Pinned host memory the schedule is staged in, and the event that marks the end of its last
-  // copy (the staging buffer is rewritten only after that).
-  void* staging = nullptr;
-  size_t staging_bytes = 0;
-  cudaEvent_t staged = nullptr;
-
-  ~Impl() {
-    if (staged != nullptr) {
-      cudaEventSynchronize(staged);
-      cudaEventDestroy(staged);
-    }
-    if (staging != nullptr) cudaFreeHost(staging);
-  }
-
-  // Staging memory of at least `bytes`, once the previous copy out of it has finished.
-  cudaError_t reserve_staging(size_t bytes) {
-    if (staged != nullptr) {
-      cudaError_t err = cudaEventSynchronize(staged);
-      if (err != cudaSuccess) return err;
-    }
-    if (bytes <= staging_bytes) return cudaSuccess;
-    if (staging != nullptr) cudaFreeHost(staging);
-    staging = nullptr;
-    staging_bytes = 0;
-    cudaError_t err = cudaHostAlloc(&staging, bytes, cudaHostAllocPortable);
-    if (err == cudaSuccess) staging_bytes = bytes;
-    return err;
-  }
+  detail::PinnedStaging staging;  // the schedule's host copy
 };
 
 BatchDecodePlan::BatchDecodePlan() : impl_(new Impl) {}
@@ -79,26 +52,9 @@ size_t BatchDecodePlan::workspace_bytes() const { return impl_->workspace_bytes;
 
 namespace {
 
-constexpr size_t kRegionAlign = 256;
-
-size_t align_up(size_t n) { return (n + kRegionAlign - 1) / kRegionAlign * kRegionAlign; }
-
-std::string at(const char* name, int64_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
-
-Checker& host_int32_vector(Checker& c, const TensorView& t, const char* name, const char* dims) {
-  c.present(t, name).on_host(t, name).dtype_in(t, name, {DType::kInt32}).ndim(t, name, 1, dims);
-  return c.contiguous(t, name);
-}
-
-Checker& device_int32_buffer(Checker& c, const TensorView& t, const char* name, int64_t min_len,
-                             const TensorView& workspace) {
-  c.present(t, name).on_cuda(t, name).dtype_in(t, name, {DType::kInt32}).ndim(t, name, 1, "[capacity]");
-  c.contiguous(t, name).same_device(t, name, workspace, "workspace");
-  return c.require(!c.ok() || t.shape[0] >= min_len, [&] {
-    return std::string(name) + ": expected room for at least " + std::to_string(min_len) +
-           " entries, got " + std::to_string(t.shape[0]);
-  });
-}
+using detail::device_int32_buffer;
+using detail::host_int32_vector;
+using detail::indexed;
 
 // The page table's lengths, read on the host: indptr [batch_size + 1] non-decreasing from >= 0,
 // last_page_len [batch_size] in [1, page_size] for requests with pages, every kv_len below 2^31.
@@ -114,18 +70,14 @@ Checker& check_page_lengths(Checker& c, const TensorView& indptr_view, const Ten
     return "page_size: expected a positive integer, got " + std::to_string(page_size);
   });
   if (!c.ok()) return c;
+  if (!detail::check_indptr(c, indptr_view, "indptr").ok()) return c;
   const auto* indptr = static_cast<const int32_t*>(indptr_view.data);
   const auto* last = static_cast<const int32_t*>(last_view.data);
-  c.require(indptr[0] >= 0, [&] { return "indptr: expected indptr[0] >= 0, got " + std::to_string(indptr[0]); });
   for (int64_t b = 0; b < batch && c.ok(); ++b) {
-    c.require(indptr[b + 1] >= indptr[b], [&] {
-      return "indptr: expected non-decreasing values, got " + at("indptr", b + 1) + " = " +
-             std::to_string(indptr[b + 1]) + " < " + at("indptr", b) + " = " + std::to_string(indptr[b]);
-    });
     const bool has_pages = indptr[b + 1] > indptr[b];
     c.require(!has_pages || (last[b] >= 1 && last[b] <= page_size), [&] {
       return "last_page_len: expected values in [1, page_size = " + std::to_string(page_size) +
-             "], got " + at("last_page_len", b) + " = " + std::to_string(last[b]);
+             "], got " + indexed("last_page_len", b) + " = " + std::to_string(last[b]);
     });
     const int64_t kv_len = has_pages ? (int64_t(indptr[b + 1]) - indptr[b] - 1) * page_size + last[b] : 0;
     c.require(kv_len < std::numeric_limits<int32_t>::max(), [&] {
@@ -136,26 +88,13 @@ Checker& check_page_lengths(Checker& c, const TensorView& indptr_view, const Ten
   return c;
 }
 
-// The page ids: at least indptr[-1] of them; on the host, each >= 0, and `min_num_pages` = the
-// largest + 1 (run() checks the cache against it). Ids on the GPU are used in place, unread.
+// The page ids [indptr[0], indptr[-1]) (see detail::check_page_ids).
 Status check_page_ids(const BatchDecodePlanArgs& a, int64_t* min_num_pages) {
   const auto* indptr = static_cast<const int32_t*>(a.indptr.data);
-  const int32_t used = indptr[a.indptr.shape[0] - 1];
-  *min_num_pages = 0;
-  if (used > a.indices.shape[0])
-    return {StatusCode::kValueError, "indices: expected at least indptr[-1] = " + std::to_string(used) +
-                                         " entries, got " + std::to_string(a.indices.shape[0])};
-  if (a.indices.device >= 0) return Status::Ok();
-  const auto* indices = static_cast<const int32_t*>(a.indices.data);
-  int32_t largest = -1;
-  for (int64_t i = indptr[0]; i < used; ++i) {
-    if (indices[i] < 0)
-      return {StatusCode::kValueError,
-              "indices: expected page ids >= 0, got " + at("indices", i) + " = " + std::to_string(indices[i])};
-    largest = std::max(largest, indices[i]);
-  }
-  *min_num_pages = int64_t(largest) + 1;
-  return Status::Ok();
+  Checker c;
+  return detail::check_page_ids(c, a.indices, "indices", indptr[0], indptr[a.indptr.shape[0] - 1], "indptr[-1]",
+                                min_num_pages)
+      .status();
 }
 
 Status check_plan_args(const BatchDecodePlanArgs& a) {
@@ -177,7 +116,7 @@ Status check_plan_args(const BatchDecodePlanArgs& a) {
   c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale,
                       a.rope_theta);
   c.present(a.workspace, "workspace").on_cuda(a.workspace, "workspace").contiguous(a.workspace, "workspace");
-  c.rows_aligned(a.workspace, "workspace", int(kRegionAlign));
+  c.rows_aligned(a.workspace, "workspace", int(detail::kWorkspaceRegionAlign));
   if (a.indices.device >= 0) c.same_device(a.indices, "indices", a.workspace, "workspace");
   if (!c.ok()) return c.status();
   if (a.use_cuda_graph) {
@@ -247,64 +186,24 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
       indptr, static_cast<const int32_t*>(a.last_page_len.data), batch, uint32_t(a.page_size),
       a.window_left, max_items, tokens_per_step, graph_grid, &schedule);
 
-  // Workspace layout: [work items | state_indptr | page table | partial lse | partial o]; the
-  // first three are staged on the host and copied at once (in CUDA-graph mode the page table
-  // goes to the caller's buffer instead, and indptr / last_page_len follow it in the staging).
-  const uint32_t rows = a.use_cuda_graph ? max_items : schedule.num_partial_rows;
-  const size_t num_indices = size_t(indptr[batch]);
-  // Page ids already on the GPU are read in place (or copied device to device into a CUDA-graph
-  // buffer); host page ids travel with the schedule.
-  const bool indices_on_device = a.indices.device >= 0;
-  const size_t staged_indices = indices_on_device ? 0 : num_indices;
-  const size_t work_offset = 0;
-  const size_t indptr_offset = align_up(work_offset + schedule.work.size() * sizeof(DecodeWork));
-  const size_t table_offset = align_up(indptr_offset + (batch + 1) * sizeof(int32_t));
-  const size_t table_end = table_offset + staged_indices * sizeof(int32_t);
-  const size_t lse_offset = align_up(a.use_cuda_graph ? table_offset : table_end);
-  const size_t o_offset = align_up(lse_offset + size_t(rows) * a.num_qo_heads * sizeof(float));
-  const size_t needed = o_offset + size_t(rows) * a.num_qo_heads * a.head_dim * sizeof(float);
-  const size_t have = size_t(a.workspace.numel()) * dtype_size(a.workspace.dtype);
-  if (needed > have)
-    return {StatusCode::kValueError, "workspace: expected at least " + std::to_string(needed) +
-                                         " bytes for this plan, got " + std::to_string(have)};
-
-  const size_t extra_offset = align_up(table_end);  // CUDA-graph copies of indptr, last_page_len
-  const size_t staging_bytes = extra_offset + (2 * size_t(batch) + 1) * sizeof(int32_t);
-  st = detail::cuda_status(p.reserve_staging(staging_bytes), "batch_decode plan: pinned staging");
-  if (!st.ok()) return st;
-  auto* staging = static_cast<uint8_t*>(p.staging);
-  std::memcpy(staging + work_offset, schedule.work.data(), schedule.work.size() * sizeof(DecodeWork));
-  std::memcpy(staging + indptr_offset, schedule.state_indptr.data(), (batch + 1) * sizeof(int32_t));
-  std::memcpy(staging + table_offset, a.indices.data, staged_indices * sizeof(int32_t));
-  std::memcpy(staging + extra_offset, indptr, (batch + 1) * sizeof(int32_t));
-  std::memcpy(staging + extra_offset + (batch + 1) * sizeof(int32_t), a.last_page_len.data,
-              batch * sizeof(int32_t));
-
-  auto* workspace = static_cast<uint8_t*>(a.workspace.data);
-  auto copy = [&](void* dst, size_t offset, size_t bytes) {
-    return bytes == 0 ? cudaSuccess
-                      : cudaMemcpyAsync(dst, staging + offset, bytes, cudaMemcpyHostToDevice, stream);
-  };
-  cudaError_t err = copy(workspace, 0, a.use_cuda_graph ? table_offset : table_end);
-  const int32_t* page_table = indices_on_device ? static_cast<const int32_t*>(a.indices.data)
-                                                : reinterpret_cast<const int32_t*>(workspace + table_offset);
-  if (a.use_cuda_graph) {
-    page_table = static_cast<const int32_t*>(a.indices_buffer.data);
-    if (err == cudaSuccess && indices_on_device && a.indices.data != a.indices_buffer.data && num_indices > 0)
-      err = cudaMemcpyAsync(a.indices_buffer.data, a.indices.data, num_indices * sizeof(int32_t),
-                            cudaMemcpyDeviceToDevice, stream);
-    if (err == cudaSuccess && !indices_on_device)
-      err = copy(a.indices_buffer.data, table_offset, num_indices * sizeof(int32_t));
-    if (err == cudaSuccess && a.indptr_buffer.present())
-      err = copy(a.indptr_buffer.data, extra_offset, (batch + 1) * sizeof(int32_t));
-    if (err == cudaSuccess && a.last_page_len_buffer.present())
-      err = copy(a.last_page_len_buffer.data, extra_offset + (batch + 1) * sizeof(int32_t),
-                 batch * sizeof(int32_t));
-  }
-  if (err == cudaSuccess && p.staged == nullptr)
-    err = cudaEventCreateWithFlags(&p.staged, cudaEventDisableTiming);
-  if (err == cudaSuccess) err = cudaEventRecord(p.staged, stream);
-  st = detail::cuda_status(err, "batch_decode plan: copy to the device");
+  // The schedule into the workspace (host page ids travel with it; in CUDA-graph mode the page
+  // table and the index arrays go to the caller's buffers).
+  detail::ScheduleUpload upload;
+  upload.work = schedule.work.data();
+  upload.work_bytes = schedule.work.size() * sizeof(DecodeWork);
+  upload.state_indptr = schedule.state_indptr.data();
+  upload.state_indptr_len = size_t(batch) + 1;
+  upload.page_ids = a.indices;
+  upload.num_page_ids = size_t(indptr[batch]);
+  upload.use_cuda_graph = a.use_cuda_graph;
+  upload.page_ids_buffer = a.indices_buffer;
+  upload.graph_copies = {{a.indptr_buffer, indptr, size_t(batch) + 1},
+                         {a.last_page_len_buffer, static_cast<const int32_t*>(a.last_page_len.data), batch}};
+  upload.partial_states = a.use_cuda_graph ? max_items : schedule.num_partial_rows;
+  upload.num_qo_heads = a.num_qo_heads;
+  upload.head_dim = a.head_dim;
+  detail::UploadedSchedule uploaded;
+  st = detail::upload_schedule(upload, a.workspace, p.staging, stream, "batch_decode plan", &uploaded);
   if (!st.ok()) return st;
 
   p.device = device;
@@ -328,12 +227,12 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
   p.num_partial_rows = schedule.num_partial_rows;
   p.split = a.use_cuda_graph || schedule.num_partial_rows > 0;
   p.tensor_cores = tensor_cores;
-  p.workspace_bytes = needed;
-  p.work_items = workspace + work_offset;
-  p.state_indptr = reinterpret_cast<const int32_t*>(workspace + indptr_offset);
-  p.page_table = page_table;
-  p.partial_lse = reinterpret_cast<float*>(workspace + lse_offset);
-  p.partial_o = reinterpret_cast<float*>(workspace + o_offset);
+  p.workspace_bytes = uploaded.workspace_bytes;
+  p.work_items = uploaded.work;
+  p.state_indptr = uploaded.state_indptr;
+  p.page_table = uploaded.page_table;
+  p.partial_lse = uploaded.partial_lse;
+  p.partial_o = uploaded.partial_o;
   p.planned = true;
   return Status::Ok();
 }

@@ -5,11 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "batch_plan.h"
 #include "batch_prefill_problem.h"
 #include "checks.h"
 #include "dispatch.h"
@@ -51,34 +51,7 @@ struct BatchPrefillPlan::Impl {
   uint32_t graph_max_rows = 0, graph_query_rows = 0, graph_grid = 0, graph_states = 0;
   bool graph_custom_mask = false;  // the captured kernel reads a custom mask
   bool graph_rope = false;         // the captured kernel rotates q and k
-  // Pinned host memory the schedule is staged in, and the event that marks the end of its last
-  // copy (the staging buffer is rewritten only after that).
-  void* staging = nullptr;
-  size_t staging_bytes = 0;
-  cudaEvent_t staged = nullptr;
-
-  ~Impl() {
-    if (staged != nullptr) {
-      cudaEventSynchronize(staged);
-      cudaEventDestroy(staged);
-    }
-    if (staging != nullptr) cudaFreeHost(staging);
-  }
-
-  // Staging memory of at least `bytes`, once the previous copy out of it has finished.
-  cudaError_t reserve_staging(size_t bytes) {
-    if (staged != nullptr) {
-      cudaError_t err = cudaEventSynchronize(staged);
-      if (err != cudaSuccess) return err;
-    }
-    if (bytes <= staging_bytes) return cudaSuccess;
-    if (staging != nullptr) cudaFreeHost(staging);
-    staging = nullptr;
-    staging_bytes = 0;
-    cudaError_t err = cudaHostAlloc(&staging, bytes, cudaHostAllocPortable);
-    if (err == cudaSuccess) staging_bytes = bytes;
-    return err;
-  }
+  detail::PinnedStaging staging;  // the schedule's host copy
 };
 
 BatchPrefillPlan::BatchPrefillPlan() : impl_(new Impl) {}
@@ -97,41 +70,13 @@ size_t BatchPrefillPlan::workspace_bytes() const { return impl_->workspace_bytes
 
 namespace {
 
-constexpr size_t kRegionAlign = 256;
+using detail::check_indptr;
+using detail::device_int32_buffer;
+using detail::host_int32_vector;
 
-size_t align_up(size_t n) { return (n + kRegionAlign - 1) / kRegionAlign * kRegionAlign; }
-
-std::string at(const char* name, int64_t i) { return std::string(name) + "[" + std::to_string(i) + "]"; }
+std::string at(const char* name, int64_t i) { return detail::indexed(name, i); }
 
 std::string num(int64_t n) { return std::to_string(n); }
-
-Checker& host_int32_vector(Checker& c, const TensorView& t, const char* name, const char* dims) {
-  c.present(t, name).on_host(t, name).dtype_in(t, name, {DType::kInt32}).ndim(t, name, 1, dims);
-  return c.contiguous(t, name);
-}
-
-Checker& device_int32_buffer(Checker& c, const TensorView& t, const char* name, int64_t min_len,
-                             const TensorView& workspace) {
-  c.present(t, name).on_cuda(t, name).dtype_in(t, name, {DType::kInt32}).ndim(t, name, 1, "[capacity]");
-  c.contiguous(t, name).same_device(t, name, workspace, "workspace");
-  return c.require(!c.ok() || t.shape[0] >= min_len, [&] {
-    return std::string(name) + ": expected room for at least " + num(min_len) + " entries, got " + num(t.shape[0]);
-  });
-}
-
-// indptr [batch_size + 1]: non-decreasing from >= 0.
-Checker& check_indptr(Checker& c, const TensorView& t, const char* name) {
-  if (!c.ok()) return c;
-  const auto* indptr = static_cast<const int32_t*>(t.data);
-  c.require(indptr[0] >= 0, [&] { return std::string(name) + ": expected " + at(name, 0) + " >= 0, got " + num(indptr[0]); });
-  for (int64_t b = 0; b + 1 < t.shape[0] && c.ok(); ++b) {
-    c.require(indptr[b + 1] >= indptr[b], [&] {
-      return std::string(name) + ": expected non-decreasing values, got " + at(name, b + 1) + " = " +
-             num(indptr[b + 1]) + " < " + at(name, b) + " = " + num(indptr[b]);
-    });
-  }
-  return c;
-}
 
 // The lengths of the batch, read on the host: query rows, KV lengths (from the page table or the
 // ragged indptr), qo_len <= kv_len per request. Fills kv_len and kv_start per request.
@@ -196,21 +141,12 @@ Status check_page_ids(const BatchPrefillPlanArgs& a, int64_t* min_num_pages) {
   c.present(a.indices, "paged_kv_indices").dtype_in(a.indices, "paged_kv_indices", {DType::kInt32});
   c.ndim(a.indices, "paged_kv_indices", 1, "[num_indices]").contiguous(a.indices, "paged_kv_indices");
   if (a.indices.device >= 0) c.same_device(a.indices, "paged_kv_indices", a.workspace, "workspace");
-  if (!c.ok()) return c.status();
-  const int32_t used = static_cast<const int32_t*>(a.kv_indptr.data)[a.kv_indptr.shape[0] - 1];
-  c.require(used <= a.indices.shape[0], [&] {
-    return "paged_kv_indices: expected at least paged_kv_indptr[-1] = " + num(used) + " entries, got " +
-           num(a.indices.shape[0]);
-  });
   *min_num_pages = 0;
-  if (!c.ok() || a.indices.device >= 0) return c.status();
-  const auto* ids = static_cast<const int32_t*>(a.indices.data);
-  for (int32_t i = 0; i < used && c.ok(); ++i) {
-    c.require(ids[i] >= 0, [&] { return "paged_kv_indices: expected page ids >= 0, got " + at("paged_kv_indices", i) +
-                                        " = " + num(ids[i]); });
-    *min_num_pages = std::max<int64_t>(*min_num_pages, int64_t(ids[i]) + 1);
-  }
-  return c.status();
+  if (!c.ok()) return c.status();
+  const auto* kv_indptr = static_cast<const int32_t*>(a.kv_indptr.data);
+  return detail::check_page_ids(c, a.indices, "paged_kv_indices", kv_indptr[0], kv_indptr[a.kv_indptr.shape[0] - 1],
+                                "paged_kv_indptr[-1]", min_num_pages)
+      .status();
 }
 
 // The custom mask's layout: request b's [qo_len, kv_len] bits padded to whole bytes, the requests
@@ -247,7 +183,9 @@ Status check_custom_mask(const BatchPrefillPlanArgs& a, const std::vector<uint32
 
 Status check_plan_options(const BatchPrefillPlanArgs& a) {
   Checker c;
-  c.present(a.workspace, "workspace").on_cuda(a.workspace, "workspace");
+  c.present(a.workspace, "workspace").on_cuda(a.workspace, "workspace").contiguous(a.workspace, "workspace");
+  // The schedule's regions are read with vector loads.
+  c.rows_aligned(a.workspace, "workspace", int(detail::kWorkspaceRegionAlign));
   c.attention_heads(a.head_dim, "head_dim", a.num_qo_heads, a.num_kv_heads);
   // KV heads are the grid's y dimension.
   c.require(a.num_kv_heads <= 65535, [&] { return "num_kv_heads: expected at most 65535, got " + num(a.num_kv_heads); });
@@ -408,78 +346,45 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
                                                 a.causal && !has_mask, a.window_left, max_items, graph_grid,
                                                 merge_rows, &schedule);
 
-  // Workspace layout: [work items | state_indptr | mask_indptr | page table | partial lse | partial
-  // o]; the first four are staged on the host and copied at once (in CUDA-graph mode the page table
-  // goes to the caller's buffer instead, and the caller's indptr copies follow it in the staging).
-  // The mask bits stay where the caller has them (CUDA-graph mode: copied to custom_mask_buf).
-  const uint32_t states = a.use_cuda_graph ? graph_states : schedule.num_partial_states;
-  const size_t num_indices = a.paged ? size_t(kv_indptr[batch]) : 0;
-  const bool indices_on_device = a.paged && a.indices.device >= 0;
-  const size_t staged_indices = indices_on_device ? 0 : num_indices;
-  const size_t work_offset = 0;
-  const size_t indptr_offset = align_up(work_offset + schedule.work.size() * sizeof(PrefillWork));
-  const size_t mask_indptr_offset = align_up(indptr_offset + schedule.state_indptr.size() * sizeof(int32_t));
-  const size_t table_offset = align_up(mask_indptr_offset + mask_indptr.size() * sizeof(int32_t));
-  const size_t table_end = table_offset + staged_indices * sizeof(int32_t);
-  const size_t lse_offset = align_up(a.use_cuda_graph ? table_offset : table_end);
-  const size_t o_offset = align_up(lse_offset + size_t(states) * a.num_qo_heads * sizeof(float));
-  const size_t needed = o_offset + size_t(states) * a.num_qo_heads * a.head_dim * sizeof(float);
-  const size_t have = size_t(a.workspace.numel()) * dtype_size(a.workspace.dtype);
-  if (needed > have)
-    return {StatusCode::kValueError,
-            "workspace: expected at least " + num(int64_t(needed)) + " bytes for this plan, got " + num(int64_t(have))};
-
-  // Staged for the CUDA-graph buffers: qo_indptr, kv_indptr, last_page_len.
-  const size_t extra_offset = align_up(table_end);
-  const size_t extra_ints = 2 * (size_t(batch) + 1) + batch;
-  st = detail::cuda_status(p.reserve_staging(extra_offset + extra_ints * sizeof(int32_t)),
-                           "batch_prefill plan: pinned staging");
+  // The schedule into the workspace (host page ids travel with it; in CUDA-graph mode the page
+  // table and the index arrays go to the caller's buffers). The mask bits stay where the caller has
+  // them (CUDA-graph mode: copied to custom_mask_buf below).
+  detail::ScheduleUpload upload;
+  upload.work = schedule.work.data();
+  upload.work_bytes = schedule.work.size() * sizeof(PrefillWork);
+  upload.state_indptr = schedule.state_indptr.data();
+  upload.state_indptr_len = schedule.state_indptr.size();
+  if (has_mask) {
+    upload.mask_indptr = mask_indptr.data();
+    upload.mask_indptr_len = mask_indptr.size();
+  }
+  if (a.paged) {
+    upload.page_ids = a.indices;
+    upload.num_page_ids = size_t(kv_indptr[batch]);
+    upload.page_ids_buffer = a.indices_buffer;
+  }
+  upload.use_cuda_graph = a.use_cuda_graph;
+  upload.graph_copies = {{a.qo_indptr_buffer, qo_indptr, size_t(batch) + 1},
+                         {a.kv_indptr_buffer, kv_indptr, size_t(batch) + 1}};
+  if (a.paged)
+    upload.graph_copies.push_back(
+        {a.last_page_len_buffer, static_cast<const int32_t*>(a.last_page_len.data), size_t(batch)});
+  if (has_mask) upload.graph_copies.push_back({a.mask_indptr_buffer, mask_indptr.data(), size_t(batch) + 1});
+  upload.partial_states = a.use_cuda_graph ? graph_states : schedule.num_partial_states;
+  upload.num_qo_heads = a.num_qo_heads;
+  upload.head_dim = a.head_dim;
+  detail::UploadedSchedule uploaded;
+  st = detail::upload_schedule(upload, a.workspace, p.staging, stream, "batch_prefill plan", &uploaded);
   if (!st.ok()) return st;
-  auto* staging = static_cast<uint8_t*>(p.staging);
-  std::memcpy(staging + work_offset, schedule.work.data(), schedule.work.size() * sizeof(PrefillWork));
-  std::memcpy(staging + indptr_offset, schedule.state_indptr.data(), schedule.state_indptr.size() * sizeof(int32_t));
-  if (has_mask) std::memcpy(staging + mask_indptr_offset, mask_indptr.data(), mask_indptr.size() * sizeof(int32_t));
-  if (staged_indices > 0) std::memcpy(staging + table_offset, a.indices.data, staged_indices * sizeof(int32_t));
-  auto* extra = reinterpret_cast<int32_t*>(staging + extra_offset);
-  std::memcpy(extra, qo_indptr, (batch + 1) * sizeof(int32_t));
-  std::memcpy(extra + batch + 1, kv_indptr, (batch + 1) * sizeof(int32_t));
-  if (a.paged) std::memcpy(extra + 2 * (batch + 1), a.last_page_len.data, batch * sizeof(int32_t));
-
-  auto* workspace = static_cast<uint8_t*>(a.workspace.data);
-  auto copy = [&](void* dst, size_t offset, size_t bytes) {
-    return bytes == 0 ? cudaSuccess : cudaMemcpyAsync(dst, staging + offset, bytes, cudaMemcpyHostToDevice, stream);
-  };
-  cudaError_t err = copy(workspace, 0, a.use_cuda_graph ? table_offset : table_end);
-  const int32_t* page_table = indices_on_device ? static_cast<const int32_t*>(a.indices.data)
-                                                : reinterpret_cast<const int32_t*>(workspace + table_offset);
-  if (a.use_cuda_graph) {
-    const size_t ints = sizeof(int32_t);
-    if (a.paged) {
-      page_table = static_cast<const int32_t*>(a.indices_buffer.data);
-      if (err == cudaSuccess && indices_on_device && a.indices.data != a.indices_buffer.data && num_indices > 0)
-        err = cudaMemcpyAsync(a.indices_buffer.data, a.indices.data, num_indices * ints, cudaMemcpyDeviceToDevice,
-                              stream);
-      if (err == cudaSuccess && !indices_on_device) err = copy(a.indices_buffer.data, table_offset, num_indices * ints);
-      if (err == cudaSuccess && a.last_page_len_buffer.present())
-        err = copy(a.last_page_len_buffer.data, extra_offset + 2 * (batch + 1) * ints, batch * ints);
-    }
-    if (err == cudaSuccess && a.qo_indptr_buffer.present())
-      err = copy(a.qo_indptr_buffer.data, extra_offset, (batch + 1) * ints);
-    if (err == cudaSuccess && a.kv_indptr_buffer.present())
-      err = copy(a.kv_indptr_buffer.data, extra_offset + (batch + 1) * ints, (batch + 1) * ints);
-    if (has_mask) {
-      const size_t mask_bytes = size_t(mask_indptr.back());
-      if (err == cudaSuccess && a.packed_custom_mask.data != a.custom_mask_buffer.data && mask_bytes > 0)
-        err = cudaMemcpyAsync(a.custom_mask_buffer.data, a.packed_custom_mask.data, mask_bytes,
-                              cudaMemcpyDeviceToDevice, stream);
-      if (err == cudaSuccess && a.mask_indptr_buffer.present())
-        err = copy(a.mask_indptr_buffer.data, mask_indptr_offset, (batch + 1) * ints);
+  if (a.use_cuda_graph && has_mask) {
+    const size_t mask_bytes = size_t(mask_indptr.back());
+    if (a.packed_custom_mask.data != a.custom_mask_buffer.data && mask_bytes > 0) {
+      st = detail::cuda_status(cudaMemcpyAsync(a.custom_mask_buffer.data, a.packed_custom_mask.data, mask_bytes,
+                                               cudaMemcpyDeviceToDevice, stream),
+                               "batch_prefill plan: copy of the custom mask");
+      if (!st.ok()) return st;
     }
   }
-  if (err == cudaSuccess && p.staged == nullptr) err = cudaEventCreateWithFlags(&p.staged, cudaEventDisableTiming);
-  if (err == cudaSuccess) err = cudaEventRecord(p.staged, stream);
-  st = detail::cuda_status(err, "batch_prefill plan: copy to the device");
-  if (!st.ok()) return st;
 
   if (a.use_cuda_graph && !graph_fixed) {
     p.graph_batch_size = batch;
@@ -511,7 +416,7 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   p.custom_mask = has_mask ? static_cast<const uint8_t*>(a.use_cuda_graph ? a.custom_mask_buffer.data
                                                                           : a.packed_custom_mask.data)
                            : nullptr;
-  p.mask_indptr = has_mask ? reinterpret_cast<const int32_t*>(workspace + mask_indptr_offset) : nullptr;
+  p.mask_indptr = uploaded.mask_indptr;
   p.logits_soft_cap = a.logits_soft_cap;
   p.sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(a.head_dim));
   p.query_rows = query_rows;
@@ -523,12 +428,12 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   p.chunk_len = schedule.chunk_len;
   p.num_partial_states = schedule.num_partial_states;
   p.split = a.use_cuda_graph || schedule.num_partial_states > 0;
-  p.workspace_bytes = needed;
-  p.work_items = workspace + work_offset;
-  p.state_indptr = reinterpret_cast<const int32_t*>(workspace + indptr_offset);
-  p.page_table = page_table;
-  p.partial_lse = reinterpret_cast<float*>(workspace + lse_offset);
-  p.partial_o = reinterpret_cast<float*>(workspace + o_offset);
+  p.workspace_bytes = uploaded.workspace_bytes;
+  p.work_items = uploaded.work;
+  p.state_indptr = uploaded.state_indptr;
+  p.page_table = uploaded.page_table;
+  p.partial_lse = uploaded.partial_lse;
+  p.partial_o = uploaded.partial_o;
   p.planned = true;
   return Status::Ok();
 }
