@@ -17,10 +17,13 @@
 // are found by a radix select over the key with digits of 11, 11 and 10 bits. One streamed pass
 // builds the first digit's histogram (count and mass of 2048 bins). It tells how many tokens lie
 // at or above the lowest bin that can hold the final threshold; when they fit in shared memory
-// (the candidate buffer, up to kMaxCandidates), a second pass copies them there in index order
-// and the finer digits, the kept mass and the draw all run on chip: two passes over the row. If
-// not, each finer digit costs one more pass restricted to the threshold bin (one pass in all when
-// that bin fits in the buffer), and the draw streams the row again (stopping where it lands).
+// (the candidate buffer, up to kMaxCandidates), the finer digits, the kept mass and the draw all
+// run on chip. The same pass copies them there in index order (CollectWhileCounting: it keeps
+// every token above a floor that rises as the buffer fills), so rows whose candidates fit with a
+// chunk to spare take one pass over the row; otherwise a second pass collects them. If they do
+// not fit, each finer digit costs one more pass restricted to the threshold bin (one pass in all
+// when that bin fits in the buffer), and the draw streams the row again (stopping where it lands).
+// bench/sampling_passes.py replays these decisions on the benchmark's rows.
 //
 // Masses are exact and independent of the order of the atomics: inside a first-digit bin every
 // value has the same exponent, so a bin's mass is an integer number of units 2^(exponent - 150);
@@ -29,13 +32,12 @@
 //
 // Cost model (one CTA per row, so B=1 and B=128 take about as long, unless the row is split):
 // one SM with ~32 KB of loads in flight reads ~25 GB/s, ~20 us per pass over a 513 KB row. The
-// first pass is bound by
-// its shared-memory atomics (lanes of a warp that hit one bank or bin are serialized), the
-// collecting pass by its per-chunk CTA barrier. Hence: token counts per bin are histogrammed only
-// for top-k (top-p and min-p bound a bin's count by its mass, which is all the candidate buffer
-// needs: one atomic per token instead of two); a thread's consecutive tokens in one bin are one
-// update; every streaming loop issues the loads of the next chunk before working on the current
-// one; the collecting pass has one barrier per chunk (two alternating scan storages).
+// first pass is bound by its shared-memory atomics (lanes of a warp that hit one bank or bin are
+// serialized) and, as it collects, by its per-chunk CTA barrier. Hence: token counts per bin are
+// histogrammed only for top-k (top-p and min-p bound a bin's count by its mass, which is all the
+// candidate buffer needs: one atomic per token instead of two); a thread's consecutive tokens in
+// one bin are one update; every streaming loop issues the loads of the next chunk before working
+// on the current one; collecting has one barrier per chunk (two alternating scan storages).
 //
 // The token is drawn by inverse transform over the kept tokens in index order: u ~ U(0, 1] from
 // Philox4x32-10 (key = seed, counter = (offset, output row, draw)), and the first token whose
@@ -61,9 +63,11 @@
 // memory and in rank order (so results stay exact and deterministic): histograms are summed
 // bin by bin (integers), maxima and masses reduced, and every CTA then runs the same descend()
 // on the same sums. Candidates stay in the CTA whose slice holds them (the cluster-wide count
-// bounds each slice's). The draw: each CTA computes its slice's kept mass; the running sum of
-// those in rank order tells which slice holds u * (kept mass), and only that CTA walks its
-// slice. Tests force R with the environment variable FI_CORE_SAMPLING_ROW_SPLIT (src/sampling.cpp).
+// bounds each slice's); the first pass collects them from the slice alone, with its own floor,
+// and the collecting pass is skipped only if every CTA's floor is low enough (agreed through the
+// cluster). The draw: each CTA computes its slice's kept mass; the running sum of those in rank
+// order tells which slice holds u * (kept mass), and only that CTA walks its slice. Tests force
+// R with the environment variable FI_CORE_SAMPLING_ROW_SPLIT (src/sampling.cpp).
 // On other architectures cluster_ranks() is 1 and the cluster code compiles away.
 #pragma once
 
@@ -571,9 +575,17 @@ __device__ __forceinline__ uint32_t key_units(uint32_t key) {
 // hundred (softmax rows), and lanes on the same bank or bin are serialized. Hence one atomic per
 // value where counts are not needed, and a run of equal bins in one thread's consecutive values
 // is one update (sorted or flat rows would otherwise send every lane of a warp to one address).
-template <class Src>
+//
+// after_chunk(chunk) runs once per chunk, after the chunk's atomics are issued, by every thread
+// (it may hold CTA barriers): the first digit's pass collects candidates through it.
+struct NoChunkHook {
+  __device__ __forceinline__ void operator()(const Chunk&) const {}
+};
+
+template <class Src, class Hook = NoChunkHook>
 __device__ __forceinline__ uint32_t build_histogram(const Src& src, int level, uint32_t prefix, Hist& h,
-                                                    ScanStorage& s, bool with_counts) {
+                                                    ScanStorage& s, bool with_counts,
+                                                    Hook&& after_chunk = Hook{}) {
   using Row = typename Src::Row;
   with_counts = with_counts || !Row::kHasMass;
   __syncthreads();  // h may still be read by the previous step
@@ -617,6 +629,7 @@ __device__ __forceinline__ uint32_t build_histogram(const Src& src, int level, u
       for (uint32_t i = 0; i < kElemsPerThread; ++i)  // this update wrapped around
         if (run_units[i] != 0 && old_units[i] + run_units[i] < old_units[i]) atomicAdd(&h.carry[bin[i]], 1u);
     }
+    after_chunk(ch);
   });
   empties = block_all_reduce(empties, Sum{}, s.uint_partials);  // also orders the atomics
   max_key = block_all_reduce(max_key, Max{}, s.uint_partials);
@@ -721,6 +734,125 @@ __device__ __forceinline__ void collect(const RowStream<Row>& row, uint32_t lo, 
   __syncthreads();
 }
 
+// Keeps the candidates with key >= lo, in their order. In place: each block of kChunk entries is
+// read into registers before the scan's barrier and written after it, to positions below the
+// block's end (so below the next block, read later). Scan storages alternate as in collect. Not
+// inlined: it runs a few times a row, outside the streaming loops.
+inline __device__ __noinline__ void compact_candidates(Candidates& c, uint32_t lo, ScanStorage& s) {
+  uint32_t kept = 0, parity = 0;
+  __syncthreads();  // the buffer and the scan storage may still be in use by the previous step
+  for (uint32_t block = 0; block < c.size; block += kChunk) {
+    const uint32_t at = block + threadIdx.x * kElemsPerThread;
+    uint32_t key[kElemsPerThread], index[kElemsPerThread], mine = 0;
+#pragma unroll
+    for (uint32_t i = 0; i < kElemsPerThread; ++i) {
+      const bool valid = at + i < c.size;
+      key[i] = valid ? c.key[at + i] : 0u;
+      index[i] = valid ? c.index[at + i] : 0u;
+      mine += valid && key[i] >= lo ? 1u : 0u;
+    }
+    uint32_t pos, total;
+    BlockScan<uint32_t>(s.scan.u32[parity]).ExclusiveSum(mine, pos, total);
+    parity ^= 1u;
+    pos += kept;
+#pragma unroll
+    for (uint32_t i = 0; i < kElemsPerThread; ++i) {
+      if (at + i < c.size && key[i] >= lo) {
+        c.key[pos] = key[i];
+        c.index[pos] = index[i];
+        ++pos;
+      }
+    }
+    kept += total;
+  }
+  c.size = kept;
+  __syncthreads();
+}
+
+// Collecting the candidates during the first digit's histogram pass, which saves the collecting
+// pass over the row (one pass in all where the candidates fit). The pass does not know yet which
+// first-digit bin the thresholds fall in, so it keeps, in index order, every token of its slice
+// whose first digit is >= a floor bin, and raises the floor whenever the next chunk might not fit:
+// to the lowest bin whose tokens seen so far number at most capacity - kChunk (by the histogram
+// built so far: exact counts, or the bound of Hist; either is >= the tokens buffered there), and
+// drops the tokens below it. Tokens a raise drops lie below the floor for good: the floor only
+// rises, and the buffer always holds every token seen at or above it.
+//
+// The final floor is at or below the lowest bin holding a threshold (floor_bin in
+// select_threshold) whenever that bin lies above the empty key's and the candidates at or above
+// it number at most capacity - kChunk (as the histogram counts or bounds them over the whole
+// slice, so over any part of it: no raise passes the bin). The buffer then holds what the
+// collecting pass would copy, plus lower tokens that compact_candidates drops. Otherwise (the
+// floor rose past floor_bin) the collecting pass runs as before. The floor starts above the bin
+// of the empty key, which the histogram counts only after the pass.
+template <class Row>
+struct CollectWhileCounting {
+  const RowStream<Row>& row;
+  Candidates& cand;
+  RowStorage& s;
+  bool active;  // false: the floor rose above every bin, or the buffer leaves no room to spare
+  uint32_t floor_bin = (Row::kEmptyKey >> kFirstDigitShift) + 1;
+  uint32_t parity = 0;
+
+  __device__ CollectWhileCounting(const RowStream<Row>& r, Candidates& c, RowStorage& storage)
+      : row(r), cand(c), s(storage), active(c.capacity > kChunk) {
+    cand.size = 0;
+  }
+
+  // Whether the buffer holds every token of this CTA's slice whose first digit is >= bin.
+  __device__ __forceinline__ bool holds_from(uint32_t bin) const { return active && floor_bin <= bin; }
+
+  __device__ __forceinline__ void operator()(const Chunk& ch) {
+    if (!active) return;  // uniform over the CTA
+    uint32_t pos, total;
+    scan(ch, pos, total);
+    if (cand.size + total > cand.capacity) {
+      raise_floor();
+      if (!active) return;
+      scan(ch, pos, total);  // fits now: at most capacity - kChunk are buffered
+    }
+    const uint32_t lo = floor_bin << kFirstDigitShift;
+    pos += cand.size;
+#pragma unroll
+    for (uint32_t i = 0; i < kElemsPerThread; ++i) {
+      if (i < ch.n && ch.key[i] >= lo && pos < cand.capacity) {
+        cand.key[pos] = ch.key[i];
+        cand.index[pos] = row.index(ch, i);
+        ++pos;
+      }
+    }
+    cand.size += total;
+  }
+
+  // This thread's position among the chunk's tokens at or above the floor, and their number.
+  __device__ __forceinline__ void scan(const Chunk& ch, uint32_t& pos, uint32_t& total) {
+    const uint32_t lo = floor_bin << kFirstDigitShift;
+    uint32_t mine = 0;
+#pragma unroll
+    for (uint32_t i = 0; i < kElemsPerThread; ++i) mine += i < ch.n && ch.key[i] >= lo ? 1u : 0u;
+    BlockScan<uint32_t>(s.scan.scan.u32[parity]).ExclusiveSum(mine, pos, total);
+    parity ^= 1u;
+  }
+
+  // Rare (a few times a row) and not inlined: its registers stay out of the streaming loop.
+  __device__ __noinline__ void raise_floor() {
+    // descend() finds the highest bin at which the count from the top exceeds `room`; the floor
+    // goes just above it (the scan's barrier has made every atomic so far visible).
+    const uint32_t room = cand.capacity - kChunk;
+    const Step over = descend<false>(s.first_digit, 0, 0u, Goal{false, room + 1, 0.0}, Cum{0, 0.0}, s);
+    const bool exceeded = (over.above + over.in_bin).count > room;
+    floor_bin = max(floor_bin, exceeded ? over.bin + 1 : 0u);
+    if (floor_bin >= kBins) {
+      active = false;
+      return;
+    }
+    compact_candidates(cand, floor_bin << kFirstDigitShift, s.scan);
+    // The histogram bounds what is buffered at or above the floor, so this cannot happen; should
+    // it, the collecting pass runs instead of a buffer that misses tokens.
+    if (cand.size > room) active = false;
+  }
+};
+
 // The finer digits of a threshold whose first digit is `first`.
 template <class Src>
 __device__ Threshold refine(const Src& src, const Step& first, const Goal& goal, RowStorage& s) {
@@ -791,7 +923,8 @@ __device__ Selection select_threshold(const RowStream<Row>& row, const RowFilter
   Selection sel{0u, -1.0, false};
   if (!f.top_k && !f.top_p && !f.min_p) return sel;
   // Counts only for top-k: top-p and min-p need masses, and bounds on counts (see Hist).
-  const uint32_t max_key = build_histogram(row, 0, 0u, s.first_digit, s.scan, f.top_k);
+  CollectWhileCounting<Row> early(row, cand, s);
+  const uint32_t max_key = build_histogram(row, 0, 0u, s.first_digit, s.scan, f.top_k, early);
   Step by_count{}, by_mass{};
   Goal mass_goal{true, 0, 0.0};
   uint32_t top_bin = 0;
@@ -811,8 +944,16 @@ __device__ Selection select_threshold(const RowStream<Row>& row, const RowFilter
   // Everything at or above the lowest first-digit bin that can hold the result; with top-k
   // first, the top-p threshold lies at or above the top-k one.
   const uint32_t floor_bin = f.top_p_after_top_k ? by_count.bin : top_bin;
-  sel.on_chip = first_digit_at_or_above<false>(s.first_digit, floor_bin, s.scan).count <= cand.capacity;
-  if (sel.on_chip) collect(row, floor_bin << kFirstDigitShift, 0xFFFFFFFFu, cand, s.scan);
+  // Candidates collected by the first pass, if every CTA of the row's cluster kept all of its
+  // slice's tokens down to floor_bin (the steps after this are cluster-wide: decided alike).
+  const bool collected = cluster_all_reduce(early.holds_from(floor_bin) ? 1u : 0u, Min{}, s.scan.cluster_u32) != 0;
+  if (collected) {
+    compact_candidates(cand, floor_bin << kFirstDigitShift, s.scan);  // what collect() would copy
+    sel.on_chip = true;
+  } else {
+    sel.on_chip = first_digit_at_or_above<false>(s.first_digit, floor_bin, s.scan).count <= cand.capacity;
+    if (sel.on_chip) collect(row, floor_bin << kFirstDigitShift, 0xFFFFFFFFu, cand, s.scan);
+  }
 
   const auto take = [&](const Threshold& t) {
     if (t.key < sel.threshold) return;
