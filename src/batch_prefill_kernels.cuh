@@ -44,8 +44,8 @@ cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t
   p.window_left = pr.window_left;
   p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
   p.v_scale = 1.f;
-  p.partial_o = pr.partial_o;
-  p.partial_lse = pr.partial_lse;
+  p.partial_o = pr.schedule.partial_o;
+  p.partial_lse = pr.schedule.partial_lse;
   p.k = static_cast<const T*>(pr.k);
   p.v = static_cast<const T*>(pr.v);
   p.k_stride_n = pr.k_stride_n;
@@ -55,11 +55,11 @@ cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t
   if constexpr (PAGED) {
     p.k_stride_page = pr.k_stride_page;
     p.v_stride_page = pr.v_stride_page;
-    p.page_table = pr.page_table;
+    p.page_table = pr.schedule.page_table;
     p.page_size = flashinfer::math::FastDivmod(pr.page_size);
   }
-  p.work_items = static_cast<const flashinfer::attention::PrefillWork*>(pr.work_items);
-  return Instance::Kernel::run(p, pr.query_rows, pr.grid_size, pr.merge_rows, pr.state_indptr, pr.split, stream);
+  p.work_items = static_cast<const flashinfer::attention::PrefillWork*>(pr.schedule.work);
+  return Instance::Kernel::run(p, pr.query_rows, pr.grid_size, pr.merge_rows, pr.schedule.state_indptr, pr.split, stream);
 }
 
 }  // namespace detail
