@@ -30,12 +30,7 @@ struct BatchDecodePlan::Impl {
   // The schedule and where it lives on the device.
   uint32_t chunk_len = 0, num_work_items = 0, grid_size = 0, num_partial_rows = 0;
   bool split = false, tensor_cores = false;
-  size_t workspace_bytes = 0;
-  const void* work_items = nullptr;
-  const int32_t* state_indptr = nullptr;
-  const int32_t* page_table = nullptr;
-  float* partial_o = nullptr;
-  float* partial_lse = nullptr;
+  detail::DeviceSchedule schedule;
   detail::PinnedStaging staging;  // the schedule's host copy
 };
 
@@ -48,7 +43,7 @@ uint32_t BatchDecodePlan::num_work_items() const { return impl_->num_work_items;
 uint32_t BatchDecodePlan::grid_size() const { return impl_->grid_size; }
 uint32_t BatchDecodePlan::num_partial_rows() const { return impl_->num_partial_rows; }
 bool BatchDecodePlan::tensor_cores() const { return impl_->tensor_cores; }
-size_t BatchDecodePlan::workspace_bytes() const { return impl_->workspace_bytes; }
+size_t BatchDecodePlan::workspace_bytes() const { return impl_->schedule.workspace_bytes; }
 
 namespace {
 
@@ -202,8 +197,7 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
   upload.partial_states = a.use_cuda_graph ? max_items : schedule.num_partial_rows;
   upload.num_qo_heads = a.num_qo_heads;
   upload.head_dim = a.head_dim;
-  detail::UploadedSchedule uploaded;
-  st = detail::upload_schedule(upload, a.workspace, p.staging, stream, "batch_decode plan", &uploaded);
+  st = detail::upload_schedule(upload, a.workspace, p.staging, stream, "batch_decode plan", &p.schedule);
   if (!st.ok()) return st;
 
   p.device = device;
@@ -227,12 +221,6 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
   p.num_partial_rows = schedule.num_partial_rows;
   p.split = a.use_cuda_graph || schedule.num_partial_rows > 0;
   p.tensor_cores = tensor_cores;
-  p.workspace_bytes = uploaded.workspace_bytes;
-  p.work_items = uploaded.work;
-  p.state_indptr = uploaded.state_indptr;
-  p.page_table = uploaded.page_table;
-  p.partial_lse = uploaded.partial_lse;
-  p.partial_o = uploaded.partial_o;
   p.planned = true;
   return Status::Ok();
 }
@@ -349,11 +337,7 @@ Status batch_decode(const BatchDecodeRunArgs& a, const BatchDecodePlan& plan, cu
   pr.v_stride_page = v.strides[0];
   pr.v_stride_n = v.strides[n_axis];
   pr.v_stride_h = v.strides[h_axis];
-  pr.page_table = p.page_table;
-  pr.work_items = p.work_items;
-  pr.state_indptr = p.state_indptr;
-  pr.partial_o = p.partial_o;
-  pr.partial_lse = p.partial_lse;
+  pr.schedule = p.schedule;
   pr.split = p.split;
   pr.tensor_cores = p.tensor_cores;
   pr.page_size = uint32_t(p.page_size);

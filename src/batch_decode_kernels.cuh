@@ -46,8 +46,8 @@ cudaError_t run_batch_decode_kernel(const BatchDecodeProblem& pr, cudaStream_t s
   p.rope_rcp_scale = 1.f / pr.rope_scale;
   p.rope_log2_rcp_theta = -std::log2(pr.rope_theta);
   p.v_scale = pr.v_scale;
-  p.partial_o = pr.partial_o;
-  p.partial_lse = pr.partial_lse;
+  p.partial_o = pr.schedule.partial_o;
+  p.partial_lse = pr.schedule.partial_lse;
   p.k = static_cast<const DTypeKV*>(pr.k);
   p.v = static_cast<const DTypeKV*>(pr.v);
   p.k_stride_page = pr.k_stride_page;
@@ -56,10 +56,10 @@ cudaError_t run_batch_decode_kernel(const BatchDecodeProblem& pr, cudaStream_t s
   p.v_stride_page = pr.v_stride_page;
   p.v_stride_n = pr.v_stride_n;
   p.v_stride_h = pr.v_stride_h;
-  p.page_table = pr.page_table;
+  p.page_table = pr.schedule.page_table;
   p.page_size = flashinfer::math::FastDivmod(pr.page_size);
-  p.work_items = static_cast<const flashinfer::attention::DecodeWork*>(pr.work_items);
-  return Instance::Kernel::run(p, pr.grid_size, pr.batch_size, pr.state_indptr, pr.split, pr.tensor_cores,
+  p.work_items = static_cast<const flashinfer::attention::DecodeWork*>(pr.schedule.work);
+  return Instance::Kernel::run(p, pr.grid_size, pr.batch_size, pr.schedule.state_indptr, pr.split, pr.tensor_cores,
                                stream);
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "device_schedule.h"
 #include "fi_core/api.h"
 
 namespace fi_core {
@@ -19,12 +20,7 @@ struct BatchDecodeProblem {
   const void* k;
   const void* v;
   int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
-  // The plan, in device memory: page table, grid columns (DecodeWork), partial rows per request.
-  const int32_t* page_table;
-  const void* work_items;
-  const int32_t* state_indptr;
-  float* partial_o;
-  float* partial_lse;
+  DeviceSchedule schedule;  // the plan: grid columns (DecodeWork), partial rows per request, page table
   bool split;         // some request has partial states to merge
   bool tensor_cores;  // the tensor-core kernel (q and KV of one 16-bit type, no RoPE)
   uint32_t page_size, batch_size, grid_size, num_qo_heads, num_kv_heads;

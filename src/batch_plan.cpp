@@ -90,7 +90,7 @@ cudaError_t PinnedStaging::record(cudaStream_t stream) {
 }
 
 Status upload_schedule(const ScheduleUpload& u, const TensorView& workspace, PinnedStaging& staging,
-                       cudaStream_t stream, const char* what, UploadedSchedule* out) {
+                       cudaStream_t stream, const char* what, DeviceSchedule* out) {
   const size_t ints = sizeof(int32_t);
   const bool paged = u.page_ids.present();
   const bool ids_on_device = paged && u.page_ids.device >= 0;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "device_schedule.h"
 
 namespace fi_core {
 namespace detail {
@@ -86,21 +87,10 @@ struct ScheduleUpload {
   int64_t num_qo_heads = 0, head_dim = 0;
 };
 
-// Where the schedule landed (device pointers) and the workspace bytes the plan uses.
-struct UploadedSchedule {
-  const void* work = nullptr;
-  const int32_t* state_indptr = nullptr;
-  const int32_t* mask_indptr = nullptr;  // nullptr without one
-  const int32_t* page_table = nullptr;
-  float* partial_lse = nullptr;
-  float* partial_o = nullptr;
-  size_t workspace_bytes = 0;
-};
-
 // Checks that the workspace has room (ValueError), stages and copies the schedule on `stream`
-// (`what` names the plan in CUDA errors).
+// (`what` names the plan in CUDA errors); `out` says where it landed.
 Status upload_schedule(const ScheduleUpload& u, const TensorView& workspace, PinnedStaging& staging,
-                       cudaStream_t stream, const char* what, UploadedSchedule* out);
+                       cudaStream_t stream, const char* what, DeviceSchedule* out);
 
 }  // namespace detail
 }  // namespace fi_core

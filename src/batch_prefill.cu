@@ -32,20 +32,15 @@ struct BatchPrefillPlan::Impl {
   DType q_dtype = DType::kFloat16, kv_dtype = DType::kFloat16;
   bool causal = false, use_alibi = false, use_rope = false;
   int32_t window_left = -1;
-  // Custom mask (nullptr: none): the packed bits, and request b's first byte at mask_indptr[b].
+  // Custom mask (nullptr: none): the packed bits; request b's first byte is at
+  // schedule.mask_indptr[b].
   const uint8_t* custom_mask = nullptr;
-  const int32_t* mask_indptr = nullptr;
   float logits_soft_cap = 0.f, sm_scale = 0.f, rope_scale = 1.f, rope_theta = 1e4f;
   // The schedule and where it lives on the device.
   uint32_t query_rows = 0, num_tiles = 0, num_work_items = 0, grid_size = 0, merge_rows = 0;
   uint32_t chunk_len = 0, num_partial_states = 0;
   bool split = false;
-  size_t workspace_bytes = 0;
-  const void* work_items = nullptr;
-  const int32_t* state_indptr = nullptr;
-  const int32_t* page_table = nullptr;
-  float* partial_o = nullptr;
-  float* partial_lse = nullptr;
+  detail::DeviceSchedule schedule;
   // CUDA-graph mode: the launch shape fixed by the first such plan (0: none yet).
   int64_t graph_batch_size = 0;
   uint32_t graph_max_rows = 0, graph_query_rows = 0, graph_grid = 0, graph_states = 0;
@@ -66,7 +61,7 @@ uint32_t BatchPrefillPlan::num_work_items() const { return impl_->num_work_items
 uint32_t BatchPrefillPlan::grid_size() const { return impl_->grid_size; }
 uint32_t BatchPrefillPlan::chunk_len() const { return impl_->chunk_len; }
 uint32_t BatchPrefillPlan::num_partial_states() const { return impl_->num_partial_states; }
-size_t BatchPrefillPlan::workspace_bytes() const { return impl_->workspace_bytes; }
+size_t BatchPrefillPlan::workspace_bytes() const { return impl_->schedule.workspace_bytes; }
 
 namespace {
 
@@ -373,8 +368,7 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   upload.partial_states = a.use_cuda_graph ? graph_states : schedule.num_partial_states;
   upload.num_qo_heads = a.num_qo_heads;
   upload.head_dim = a.head_dim;
-  detail::UploadedSchedule uploaded;
-  st = detail::upload_schedule(upload, a.workspace, p.staging, stream, "batch_prefill plan", &uploaded);
+  st = detail::upload_schedule(upload, a.workspace, p.staging, stream, "batch_prefill plan", &p.schedule);
   if (!st.ok()) return st;
   if (a.use_cuda_graph && has_mask) {
     const size_t mask_bytes = size_t(mask_indptr.back());
@@ -416,7 +410,6 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   p.custom_mask = has_mask ? static_cast<const uint8_t*>(a.use_cuda_graph ? a.custom_mask_buffer.data
                                                                           : a.packed_custom_mask.data)
                            : nullptr;
-  p.mask_indptr = uploaded.mask_indptr;
   p.logits_soft_cap = a.logits_soft_cap;
   p.sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(a.head_dim));
   p.query_rows = query_rows;
@@ -428,12 +421,6 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   p.chunk_len = schedule.chunk_len;
   p.num_partial_states = schedule.num_partial_states;
   p.split = a.use_cuda_graph || schedule.num_partial_states > 0;
-  p.workspace_bytes = uploaded.workspace_bytes;
-  p.work_items = uploaded.work;
-  p.state_indptr = uploaded.state_indptr;
-  p.page_table = uploaded.page_table;
-  p.partial_lse = uploaded.partial_lse;
-  p.partial_o = uploaded.partial_o;
   p.planned = true;
   return Status::Ok();
 }
@@ -623,12 +610,8 @@ Status batch_prefill(const BatchPrefillRunArgs& a, const BatchPrefillPlan& plan,
   pr.o_stride_n = a.out.strides[0];
   pr.o_stride_h = a.out.strides[1];
   pr.lse_stride_n = a.lse.present() ? a.lse.strides[0] : 0;
-  pr.page_table = p.page_table;
   pr.page_size = uint32_t(p.page_size);
-  pr.work_items = p.work_items;
-  pr.state_indptr = p.state_indptr;
-  pr.partial_o = p.partial_o;
-  pr.partial_lse = p.partial_lse;
+  pr.schedule = p.schedule;
   pr.split = p.split;
   pr.query_rows = p.query_rows;
   pr.grid_size = p.grid_size;
@@ -638,7 +621,6 @@ Status batch_prefill(const BatchPrefillRunArgs& a, const BatchPrefillPlan& plan,
   pr.causal = p.causal;
   pr.window_left = p.window_left;
   pr.custom_mask = p.custom_mask;
-  pr.mask_indptr = p.mask_indptr;
   pr.use_alibi = p.use_alibi;
   pr.use_rope = p.use_rope;
   pr.sm_scale = p.sm_scale * a.k_scale;  // as in FlashInfer: k_scale scales the logits

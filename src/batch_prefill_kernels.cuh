@@ -46,14 +46,14 @@ cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t
   p.causal = pr.causal;
   p.window_left = pr.window_left;
   p.custom_mask = pr.custom_mask;
-  p.mask_indptr = pr.mask_indptr;
+  p.mask_indptr = pr.schedule.mask_indptr;
   p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
   p.apply_rope = pr.use_rope;
   p.rope_rcp_scale = 1.f / pr.rope_scale;
   p.rope_log2_rcp_theta = -std::log2(pr.rope_theta);
   p.v_scale = pr.v_scale;
-  p.partial_o = pr.partial_o;
-  p.partial_lse = pr.partial_lse;
+  p.partial_o = pr.schedule.partial_o;
+  p.partial_lse = pr.schedule.partial_lse;
   p.k = static_cast<const TKV*>(pr.k);
   p.v = static_cast<const TKV*>(pr.v);
   p.k_stride_n = pr.k_stride_n;
@@ -63,11 +63,11 @@ cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t
   if constexpr (PAGED) {
     p.k_stride_page = pr.k_stride_page;
     p.v_stride_page = pr.v_stride_page;
-    p.page_table = pr.page_table;
+    p.page_table = pr.schedule.page_table;
     p.page_size = flashinfer::math::FastDivmod(pr.page_size);
   }
-  p.work_items = static_cast<const flashinfer::attention::PrefillWork*>(pr.work_items);
-  return Instance::Kernel::run(p, pr.query_rows, pr.grid_size, pr.merge_rows, pr.state_indptr, pr.split, stream);
+  p.work_items = static_cast<const flashinfer::attention::PrefillWork*>(pr.schedule.work);
+  return Instance::Kernel::run(p, pr.query_rows, pr.grid_size, pr.merge_rows, pr.schedule.state_indptr, pr.split, stream);
 }
 
 }  // namespace detail

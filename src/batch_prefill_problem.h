@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "device_schedule.h"
 #include "fi_core/api.h"
 #include "single_prefill_problem.h"  // prefill_dtypes_built
 
@@ -21,20 +22,14 @@ struct BatchPrefillProblem {
   const void* v;
   // Paged: page, slot and head strides; ragged: row and head strides (page strides unused).
   int64_t k_stride_page, k_stride_n, k_stride_h, v_stride_page, v_stride_n, v_stride_h;
-  const int32_t* page_table;  // paged only
-  uint32_t page_size;
-  // The plan, in device memory: grid columns (PrefillWork), partial states per query token.
-  const void* work_items;
-  const int32_t* state_indptr;
-  float* partial_o;
-  float* partial_lse;
+  uint32_t page_size;  // paged only
+  DeviceSchedule schedule;  // the plan: grid columns (PrefillWork), partial states per token, page table
   bool split;  // some tile has partial states to merge (always in CUDA-graph mode)
   uint32_t query_rows, grid_size, merge_rows, num_qo_heads, num_kv_heads;
   bool causal;
   int32_t window_left;
-  // Custom mask, or nullptr for none: request b's bits from byte mask_indptr[b] (device memory).
+  // Custom mask, or nullptr for none: request b's bits from byte schedule.mask_indptr[b].
   const uint8_t* custom_mask;
-  const int32_t* mask_indptr;
   bool use_alibi, use_rope;
   float sm_scale;  // times k_scale
   float logits_soft_cap, rope_scale, rope_theta;

@@ -42,3 +42,16 @@ def optional_flag(value: Optional[bool], arg: str) -> bool:
     if value is None or isinstance(value, bool):
         return bool(value)
     raise TypeError(f"{arg}: expected a bool, got {type(value).__qualname__}")
+
+
+def attention_options(pos_encoding_mode: str, window_left: int, logits_soft_cap: Optional[float],
+                      sm_scale: Optional[float], rope_scale: Optional[float],
+                      rope_theta: Optional[float]) -> dict:
+    """The options every attention call takes, as the keyword arguments of its binding (None:
+    FlashInfer's default; sm_scale 0 means 1/sqrt(head_dim) to the kernels)."""
+    return dict(pos_encoding_mode=pos_encoding_code(pos_encoding_mode),
+                window_left=integer(window_left, "window_left"),
+                logits_soft_cap=scalar(logits_soft_cap, 0.0, "logits_soft_cap"),
+                sm_scale=scalar(sm_scale, 0.0, "sm_scale"),
+                rope_scale=scalar(rope_scale, 1.0, "rope_scale"),
+                rope_theta=scalar(rope_theta, 1e4, "rope_theta"))

@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple, Union
 from . import _C
 from ._frameworks import (KV_IN_K, attention_inputs, attention_outputs, dtype_name, framework_of,
                           host_int32, plain_input, stream_handle)
-from ._options import integer, kv_layout_code, optional_flag, pos_encoding_code, scalar
+from ._options import attention_options, integer, kv_layout_code, optional_flag, scalar
 
 
 def single_decode_with_kv_cache(
@@ -49,22 +49,16 @@ def single_decode_with_kv_cache(
     head; tensor cores need q and KV of one 16-bit dtype and no RoPE, otherwise CUDA cores run.
     """
     layout = kv_layout_code(kv_layout)
-    mode = pos_encoding_code(pos_encoding_mode)
     optional_flag(use_tensor_cores, "use_tensor_cores")
     tensor_cores = -1 if use_tensor_cores is None else int(use_tensor_cores)
-    window_left = integer(window_left, "window_left")
+    attention = attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta)
     framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, k, v)
     out, lse, return_lse = attention_outputs(framework, q, out, lse, return_lse)
 
     options = dict(
         kv_fp8_dtype=k_fp8,
         kv_layout=layout,
-        pos_encoding_mode=mode,
-        window_left=window_left,
-        logits_soft_cap=scalar(logits_soft_cap, 0.0, "logits_soft_cap"),
-        sm_scale=scalar(sm_scale, 0.0, "sm_scale"),
-        rope_scale=scalar(rope_scale, 1.0, "rope_scale"),
-        rope_theta=scalar(rope_theta, 1e4, "rope_theta"),
+        **attention,
         q_scale=scalar(q_scale, 1.0, "q_scale"),
         k_scale=scalar(k_scale, 1.0, "k_scale"),
         v_scale=scalar(v_scale, 1.0, "v_scale"),
@@ -179,11 +173,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
             num_qo_heads=integer(num_qo_heads, "num_qo_heads"),
             num_kv_heads=integer(num_kv_heads, "num_kv_heads"),
             head_dim=integer(head_dim, "head_dim"), page_size=integer(page_size, "page_size"),
-            q_dtype=q_dtype, kv_dtype=kv_dtype, pos_encoding_mode=pos_encoding_code(pos_encoding_mode),
-            window_left=integer(window_left, "window_left"),
-            logits_soft_cap=scalar(logits_soft_cap, 0.0, "logits_soft_cap"),
-            sm_scale=scalar(sm_scale, 0.0, "sm_scale"), rope_scale=scalar(rope_scale, 1.0, "rope_scale"),
-            rope_theta=scalar(rope_theta, 1e4, "rope_theta"),
+            q_dtype=q_dtype, kv_dtype=kv_dtype,
+            **attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta),
             stream=stream_handle(stream, self._workspace_framework))
         self._indices = indices_arg
 

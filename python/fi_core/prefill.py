@@ -8,7 +8,7 @@ from typing import Any, Optional, Tuple, Union
 from . import _C
 from ._frameworks import (KV_IN_K, attention_inputs, attention_outputs, dtype_name, framework_of, host_int32,
                           plain_input, stream_handle)
-from ._options import integer, kv_layout_code, optional_flag, pos_encoding_code, scalar
+from ._options import attention_options, integer, kv_layout_code, optional_flag, scalar
 from .quantization import packbits, segment_packbits
 
 # Custom masks (FlashInfer's semantics): a request's [qo_len, kv_len] booleans, true where query
@@ -130,8 +130,7 @@ def single_prefill_with_kv_cache(
     causal = optional_flag(causal, "causal")
     optional_flag(use_fp16_qk_reduction, "use_fp16_qk_reduction")
     layout = kv_layout_code(kv_layout)
-    mode = pos_encoding_code(pos_encoding_mode)
-    window_left = integer(window_left, "window_left")
+    attention = attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta)
     framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, k, v)
     out, lse, return_lse = attention_outputs(framework, q, out, lse, return_lse)
     mask = _single_mask(custom_mask, packed_custom_mask, q, k, layout, stream)
@@ -141,12 +140,7 @@ def single_prefill_with_kv_cache(
         kv_fp8_dtype=k_fp8,
         causal=causal,
         kv_layout=layout,
-        pos_encoding_mode=mode,
-        window_left=window_left,
-        logits_soft_cap=scalar(logits_soft_cap, 0.0, "logits_soft_cap"),
-        sm_scale=scalar(sm_scale, 0.0, "sm_scale"),
-        rope_scale=scalar(rope_scale, 1.0, "rope_scale"),
-        rope_theta=scalar(rope_theta, 1e4, "rope_theta"),
+        **attention,
         k_scale=scalar(k_scale, 1.0, "k_scale"),
         v_scale=scalar(v_scale, 1.0, "v_scale"),
         stream=stream_handle(stream, framework),
@@ -248,11 +242,7 @@ class _BatchPrefillWrapper:
             num_qo_heads=integer(num_qo_heads, "num_qo_heads"),
             num_kv_heads=integer(num_kv_heads, "num_kv_heads"), head_dim=head_dim_qk,
             q_dtype=q_dtype, kv_dtype=kv_dtype, causal=optional_flag(causal, "causal"),
-            pos_encoding_mode=pos_encoding_code(pos_encoding_mode),
-            window_left=integer(window_left, "window_left"),
-            logits_soft_cap=scalar(logits_soft_cap, 0.0, "logits_soft_cap"),
-            sm_scale=scalar(sm_scale, 0.0, "sm_scale"), rope_scale=scalar(rope_scale, 1.0, "rope_scale"),
-            rope_theta=scalar(rope_theta, 1e4, "rope_theta"),
+            **attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta),
             stream=stream_handle(stream, self._workspace_framework))
         self._indices = indices_arg
         self._mask = mask  # the runs read it in place
