@@ -404,7 +404,7 @@ def test_run_validation():
     expect(ValueError, "paged_kv_cache: expected 2 (k and v) in dimension 1", cache=batch.full[:, :1])
     expect(ValueError, "out: expected shape", out=torch.empty(8, 8, head_dim + 8, dtype=torch.float16, device="cuda"))
     expect(TypeError, "lse: expected dtype float32", lse=torch.empty(8, 8, dtype=torch.float16, device="cuda"))
-    expect(ValueError, "k_scale: expected None", k_scale=0.5)
+    expect(TypeError, "k_scale: expected a number or None, got str", k_scale="0.5")
     expect(TypeError, "q: expected a CUDA array", q_=q.cpu())
 
     ragged = Batch([5, 3], [20, 3], 2, 4, head_dim, "float16", "ragged", "NHD", seed)
