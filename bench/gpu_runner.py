@@ -479,31 +479,17 @@ def build_sampling(p):
     return SimpleNamespace(probs=torch.softmax(logits, dim=-1))
 
 
-def one_cta_per_row(call):
-    """fi_core with every row on one CTA (FI_CORE_SAMPLING_ROW_SPLIT=1, read by each call): the
-    baseline of the row split over a cluster, in the same run."""
-    def run():
-        os.environ["FI_CORE_SAMPLING_ROW_SPLIT"] = "1"
-        try:
-            return call()
-        finally:
-            del os.environ["FI_CORE_SAMPLING_ROW_SPLIT"]
-    return run
-
-
-def top_p_factory(library_name, split_rows=True):
+def top_p_factory(library_name):
     def factory(inputs, p, libraries):
         sample = find_op(libraries[library_name], "top_p_sampling_from_probs")
-        call = lambda: sample(inputs.probs, p["top_p"])
-        return call if split_rows else one_cta_per_row(call)
+        return lambda: sample(inputs.probs, p["top_p"])
     return factory
 
 
-def top_k_top_p_factory(library_name, split_rows=True):
+def top_k_top_p_factory(library_name):
     def factory(inputs, p, libraries):
         sample = find_op(libraries[library_name], "top_k_top_p_sampling_from_probs")
-        call = lambda: sample(inputs.probs, p["top_k"], p["top_p"])
-        return call if split_rows else one_cta_per_row(call)
+        return lambda: sample(inputs.probs, p["top_k"], p["top_p"])
     return factory
 
 
@@ -573,11 +559,9 @@ OPS = {
     "apply_rope_pos_ids": (build_rope, {"fi_core": rope_factory("fi_core"),
                                         "flashinfer": rope_factory("flashinfer")}),
     "top_p_sampling_from_probs": (build_sampling, {"fi_core": top_p_factory("fi_core"),
-                                                   "fi_core-1cta": top_p_factory("fi_core", split_rows=False),
                                                    "flashinfer": top_p_factory("flashinfer"),
                                                    "torch-sort": torch_top_p_factory}),
     "top_k_top_p_sampling_from_probs": (build_sampling, {"fi_core": top_k_top_p_factory("fi_core"),
-                                                         "fi_core-1cta": top_k_top_p_factory("fi_core", split_rows=False),
                                                          "flashinfer": top_k_top_p_factory("flashinfer"),
                                                          "torch-sort": torch_top_k_top_p_factory}),
 }

@@ -16,7 +16,6 @@ IMPLEMENTATION_LIBRARY = {
     "fi_core": "fi_core",
     "fi_core-cc": "fi_core",
     "fi_core-fa2": "fi_core",
-    "fi_core-1cta": "fi_core",
     "flashinfer": "flashinfer",
     "flashinfer-tc": "flashinfer",
     "flashinfer-fa2": "flashinfer",

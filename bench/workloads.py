@@ -40,9 +40,8 @@ OP_IMPLEMENTATIONS = {
     "fused_add_rmsnorm": ["fi_core", "flashinfer"],
     "silu_and_mul": ["fi_core", "flashinfer"],
     "apply_rope_pos_ids": ["fi_core", "flashinfer"],
-    # fi_core-1cta: fi_core with the row split over a cluster turned off (one CTA per row).
-    "top_p_sampling_from_probs": ["fi_core", "fi_core-1cta", "flashinfer", "torch-sort"],
-    "top_k_top_p_sampling_from_probs": ["fi_core", "fi_core-1cta", "flashinfer", "torch-sort"],
+    "top_p_sampling_from_probs": ["fi_core", "flashinfer", "torch-sort"],
+    "top_k_top_p_sampling_from_probs": ["fi_core", "flashinfer", "torch-sort"],
 }
 
 SUBJECT = "fi_core"

@@ -1,7 +1,6 @@
 // Host entry points of the sampling, renormalization, masking and speculative sampling operators:
 // validation, then launch.
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "checks.h"
@@ -18,17 +17,6 @@ using flashinfer::sampling::SpeculativeParams;
 
 constexpr const char* kRowDims = "[batch_size, vocab_size]";
 const std::initializer_list<DType> kLogitDTypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
-
-// FI_CORE_SAMPLING_ROW_SPLIT=1, 2, 4 or 8 forces the CTAs per row of the row kernels (the split
-// of a row over a thread-block cluster, include/flashinfer/sampling.cuh), so that tests can run
-// every size; unset, 0 or anything else: the launcher chooses from the batch and the device.
-// Read on every call, so a test may change it between calls.
-uint32_t forced_row_split() {
-  const char* value = std::getenv("FI_CORE_SAMPLING_ROW_SPLIT");
-  if (value == nullptr) return 0;
-  const std::string v(value);
-  return v == "1" ? 1u : v == "2" ? 2u : v == "4" ? 4u : v == "8" ? 8u : 0u;
-}
 
 // The rows and the top-k / top-p filters (validated by the caller) that every row operator
 // shares. One output row per input row unless `indices` says otherwise.
@@ -48,7 +36,6 @@ SamplingParams rows_and_filters(const TensorView& input, SamplingMode mode, bool
   p.top_p_arr = top_p.present() ? static_cast<const float*>(top_p.data) : nullptr;
   p.top_p = top_p_val;
   p.top_k_first = true;
-  p.row_split = forced_row_split();
   return p;
 }
 

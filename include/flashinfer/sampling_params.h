@@ -33,10 +33,6 @@ struct SamplingParams {
   float min_p;
   bool top_k_first;  // with top-k and top-p: top-p over the top-k set (else over the whole row)
   uint64_t seed, offset;
-  // CTAs per row (a thread-block cluster on sm_90, see sampling.cuh): 0 lets the launcher choose
-  // from the batch size and the device; 1, 2, 4 or 8 forces a size (tests of the split path),
-  // reduced where the device cannot run it.
-  uint32_t row_split;
   SamplingMode mode;
   int32_t* samples;  // kSample: [batch_size]
   void* out;         // kRenorm / kMaskLogits: [batch_size, vocab_size], row stride out_stride
