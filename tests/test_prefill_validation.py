@@ -234,3 +234,9 @@ def test_valid_arguments_without_a_gpu_raise_cuda_runtime_error():
     with pytest.raises(RuntimeError, match="CUDA error"):
         call(causal=True, window_left=3, packed_custom_mask=FakeCudaArray((MASK_BYTES,), "uint8"),
              custom_mask=np.zeros(3, np.int64))
+
+
+def test_backend_argument():
+    # FlashInfer's backend="fa3" picks a kernel fi_core does not have: an error, not a silent FA2.
+    expect(ValueError, "backend: expected 'auto' or 'fa2'", "got 'fa3'", backend="fa3")
+    expect(ValueError, "backend: expected 'auto' or 'fa2'", "got None", backend=None)

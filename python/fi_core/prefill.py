@@ -80,6 +80,12 @@ def _mask_offsets(qo_indptr, kv_indptr, last_page_len, page_size: int):
     return np.concatenate([[0], np.cumsum(qo_len * kv_len)]).astype(np.int64)
 
 
+def check_backend(backend: Any) -> None:
+    """FlashInfer's prefill `backend` argument: fi_core has one prefill kernel, FA2."""
+    if backend not in ("auto", "fa2"):
+        raise ValueError(f"backend: expected 'auto' or 'fa2' (fi_core prefill runs its FA2 kernel), got {backend!r}")
+
+
 def single_prefill_with_kv_cache(
     q: Any,
     k: Any,
@@ -95,6 +101,7 @@ def single_prefill_with_kv_cache(
     logits_soft_cap: Optional[float] = None,
     rope_scale: Optional[float] = None,
     rope_theta: Optional[float] = None,
+    backend: str = "auto",
     return_lse: bool = False,
     out: Any = None,
     lse: Any = None,
@@ -116,6 +123,7 @@ def single_prefill_with_kv_cache(
     with rope_scale / rope_theta: query row i at position i + kv_len - qo_len, key j at j).
     logits_soft_cap > 0 applies cap * tanh(logits / cap). sm_scale defaults to 1/sqrt(head_dim).
     use_fp16_qk_reduction is accepted for compatibility; q.k always accumulates in float32.
+    backend: "auto" or "fa2" (both run the FA2 kernel; the Hopper FA3 path is not in fi_core yet).
 
     custom_mask: bool [qo_len, kv_len] (or flattened), true where row i sees key j; it replaces
     `causal` (window_left still applies) and is packed on the GPU. packed_custom_mask: the same
@@ -129,6 +137,7 @@ def single_prefill_with_kv_cache(
     """
     causal = optional_flag(causal, "causal")
     optional_flag(use_fp16_qk_reduction, "use_fp16_qk_reduction")
+    check_backend(backend)
     layout = kv_layout_code(kv_layout)
     attention = attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta)
     framework, q_in, k_in, v_in, k_fp8 = attention_inputs(q, k, v)
@@ -166,8 +175,7 @@ class _BatchPrefillWrapper:
 
     def __init__(self, float_workspace_buffer: Any, kv_layout: str, use_cuda_graph: bool, buffers: Tuple[Any, ...],
                  custom_mask_buf: Any, mask_indptr_buf: Any, backend: str):
-        if backend not in ("auto", "fa2"):
-            raise ValueError(f"backend: expected 'auto' or 'fa2' (fi_core prefill runs its FA2 kernel), got {backend!r}")
+        check_backend(backend)
         self._kv_layout_name = kv_layout
         self._kv_layout = kv_layout_code(kv_layout)
         self._use_cuda_graph = optional_flag(use_cuda_graph, "use_cuda_graph")
