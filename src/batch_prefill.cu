@@ -30,12 +30,7 @@ struct BatchPrefillPlan::Impl {
   int64_t min_num_pages = 0;  // paged: 1 + the largest page id in a host page table
   int64_t min_kv_rows = 0;    // ragged: kv_indptr[batch_size]
   DType q_dtype = DType::kFloat16, kv_dtype = DType::kFloat16;
-  bool causal = false, use_alibi = false, use_rope = false;
-  int32_t window_left = -1;
-  // Custom mask (nullptr: none): the packed bits; request b's first byte is at
-  // schedule.mask_indptr[b].
-  const uint8_t* custom_mask = nullptr;
-  float logits_soft_cap = 0.f, sm_scale = 0.f, rope_scale = 1.f, rope_theta = 1e4f;
+  detail::PrefillVariant variant;  // k_scale and v_scale come with each run
   // The schedule and where it lives on the device.
   uint32_t query_rows = 0, num_tiles = 0, num_work_items = 0, grid_size = 0, merge_rows = 0;
   uint32_t chunk_len = 0, num_partial_states = 0;
@@ -69,7 +64,7 @@ using detail::check_indptr;
 using detail::device_int32_buffer;
 using detail::host_int32_vector;
 
-std::string at(const char* name, int64_t i) { return detail::indexed(name, i); }
+using detail::indexed;
 
 std::string num(int64_t n) { return std::to_string(n); }
 
@@ -105,7 +100,7 @@ Status check_lengths(const BatchPrefillPlanArgs& a, const char* kv_indptr_name, 
     if (a.paged) {
       c.require(span == 0 || (last[b] >= 1 && last[b] <= a.page_size), [&] {
         return "paged_kv_last_page_len: expected values in [1, page_size = " + num(a.page_size) + "], got " +
-               at("paged_kv_last_page_len", b) + " = " + num(last[b]);
+               indexed("paged_kv_last_page_len", b) + " = " + num(last[b]);
       });
       n = span > 0 ? (span - 1) * a.page_size + last[b] : 0;
     }
@@ -401,17 +396,18 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   p.min_kv_rows = a.paged ? 0 : kv_indptr[batch];
   p.q_dtype = a.q_dtype;
   p.kv_dtype = a.kv_dtype;
-  p.causal = a.causal;
-  p.use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
-  p.use_rope = rope;
-  p.rope_scale = a.rope_scale;
-  p.rope_theta = a.rope_theta;
-  p.window_left = a.window_left;
-  p.custom_mask = has_mask ? static_cast<const uint8_t*>(a.use_cuda_graph ? a.custom_mask_buffer.data
+  detail::PrefillVariant& v = p.variant;
+  v.causal = a.causal;
+  v.window_left = a.window_left;
+  v.custom_mask = has_mask ? static_cast<const uint8_t*>(a.use_cuda_graph ? a.custom_mask_buffer.data
                                                                           : a.packed_custom_mask.data)
                            : nullptr;
-  p.logits_soft_cap = a.logits_soft_cap;
-  p.sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(a.head_dim));
+  v.use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
+  v.use_rope = rope;
+  v.sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(a.head_dim));
+  v.logits_soft_cap = a.logits_soft_cap;
+  v.rope_scale = a.rope_scale;
+  v.rope_theta = a.rope_theta;
   p.query_rows = query_rows;
   p.num_tiles = schedule.num_tiles;
   p.num_work_items = uint32_t(std::count_if(schedule.work.begin(), schedule.work.end(),
@@ -451,8 +447,8 @@ Status schedule_batch_prefill(const TensorView& qo_indptr, const TensorView& kv_
   std::vector<int32_t> kv_start(size_t(batch), 0);
   for (int64_t b = 0; b < batch && c.ok(); ++b) {
     c.require(lens[b] >= qo[b + 1] - qo[b], [&] {
-      return "kv_lens: expected kv_len >= qo_len for every request, got " + at("kv_lens", b) + " = " + num(lens[b]) +
-             " < qo_len = " + num(qo[b + 1] - qo[b]);
+      return "kv_lens: expected kv_len >= qo_len for every request, got " + indexed("kv_lens", b) + " = " +
+             num(lens[b]) + " < qo_len = " + num(qo[b + 1] - qo[b]);
     });
     kv_len[size_t(b)] = uint32_t(std::max(lens[b], 0));
   }
@@ -618,16 +614,9 @@ Status batch_prefill(const BatchPrefillRunArgs& a, const BatchPrefillPlan& plan,
   pr.merge_rows = p.merge_rows;
   pr.num_qo_heads = uint32_t(p.num_qo_heads);
   pr.num_kv_heads = uint32_t(p.num_kv_heads);
-  pr.causal = p.causal;
-  pr.window_left = p.window_left;
-  pr.custom_mask = p.custom_mask;
-  pr.use_alibi = p.use_alibi;
-  pr.use_rope = p.use_rope;
-  pr.sm_scale = p.sm_scale * a.k_scale;  // as in FlashInfer: k_scale scales the logits
-  pr.logits_soft_cap = p.logits_soft_cap;
-  pr.rope_scale = p.rope_scale;
-  pr.rope_theta = p.rope_theta;
-  pr.v_scale = a.v_scale;
+  pr.variant = p.variant;
+  pr.variant.sm_scale *= a.k_scale;  // as in FlashInfer: k_scale scales the logits
+  pr.variant.v_scale = a.v_scale;
   detail::DeviceGuard guard(p.device);
   return detail::cuda_status(
       detail::dispatch_attention(int(p.head_dim), p.q_dtype, p.kv_dtype, RunOp{pr, p.paged, stream}), "batch_prefill");

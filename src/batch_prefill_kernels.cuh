@@ -2,7 +2,6 @@
 // the paged (BatchPrefillPagedParams) or the ragged (BatchPrefillRaggedParams) KV form.
 #pragma once
 
-#include <cmath>
 #include <type_traits>
 
 #include "batch_prefill_problem.h"
@@ -43,15 +42,8 @@ cudaError_t run_batch_prefill_kernel(const BatchPrefillProblem& pr, cudaStream_t
   p.num_qo_heads = pr.num_qo_heads;
   p.num_kv_heads = pr.num_kv_heads;
   p.group_size = flashinfer::math::FastDivmod(pr.num_qo_heads / pr.num_kv_heads);
-  p.causal = pr.causal;
-  p.window_left = pr.window_left;
-  p.custom_mask = pr.custom_mask;
+  set_variant_params(p, pr.variant);
   p.mask_indptr = pr.schedule.mask_indptr;
-  p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
-  p.apply_rope = pr.use_rope;
-  p.rope_rcp_scale = 1.f / pr.rope_scale;
-  p.rope_log2_rcp_theta = -std::log2(pr.rope_theta);
-  p.v_scale = pr.v_scale;
   p.partial_o = pr.schedule.partial_o;
   p.partial_lse = pr.schedule.partial_lse;
   p.k = static_cast<const TKV*>(pr.k);

@@ -8,6 +8,7 @@
 
 #include "device_schedule.h"
 #include "fi_core/api.h"
+#include "prefill_variant.h"
 #include "single_prefill_problem.h"  // prefill_dtypes_built
 
 namespace fi_core {
@@ -26,14 +27,7 @@ struct BatchPrefillProblem {
   DeviceSchedule schedule;  // the plan: grid columns (PrefillWork), partial states per token, page table
   bool split;  // some tile has partial states to merge (always in CUDA-graph mode)
   uint32_t query_rows, grid_size, merge_rows, num_qo_heads, num_kv_heads;
-  bool causal;
-  int32_t window_left;
-  // Custom mask, or nullptr for none: request b's bits from byte schedule.mask_indptr[b].
-  const uint8_t* custom_mask;
-  bool use_alibi, use_rope;
-  float sm_scale;  // times k_scale
-  float logits_soft_cap, rope_scale, rope_theta;
-  float v_scale;  // multiplies the output
+  PrefillVariant variant;  // sm_scale times k_scale
 };
 
 // Defined in batch_prefill_kernels.cuh, instantiated in the generated sources (prefill_dtypes_built

@@ -89,18 +89,18 @@ Status make_problem(const SinglePrefillArgs& a, SinglePrefillProblem* pr) {
   pr->kv_len = uint32_t(kv_len);
   pr->num_qo_heads = uint32_t(num_qo_heads);
   pr->num_kv_heads = uint32_t(num_kv_heads);
-  pr->causal = a.causal;
-  pr->window_left = a.window_left;
-  pr->custom_mask =
-      a.packed_custom_mask.present() ? static_cast<const uint8_t*>(a.packed_custom_mask.data) : nullptr;
-  pr->use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
-  pr->use_rope = a.pos_encoding_mode == PosEncodingMode::kRoPELlama;
+  detail::PrefillVariant& v = pr->variant;
+  v.causal = a.causal;
+  v.window_left = a.window_left;
+  v.custom_mask = a.packed_custom_mask.present() ? static_cast<const uint8_t*>(a.packed_custom_mask.data) : nullptr;
+  v.use_alibi = a.pos_encoding_mode == PosEncodingMode::kALiBi;
+  v.use_rope = a.pos_encoding_mode == PosEncodingMode::kRoPELlama;
   // k_scale folds into the logits' scale, as in FlashInfer (before the soft cap; ALiBi unscaled).
-  pr->sm_scale = (a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(head_dim))) * a.k_scale;
-  pr->logits_soft_cap = a.logits_soft_cap;
-  pr->rope_scale = a.rope_scale;
-  pr->rope_theta = a.rope_theta;
-  pr->v_scale = a.v_scale;
+  v.sm_scale = (a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(head_dim))) * a.k_scale;
+  v.logits_soft_cap = a.logits_soft_cap;
+  v.rope_scale = a.rope_scale;
+  v.rope_theta = a.rope_theta;
+  v.v_scale = a.v_scale;
   pr->device = a.q.device;
   return Status::Ok();
 }

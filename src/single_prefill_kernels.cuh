@@ -1,7 +1,6 @@
 // Bridges a SinglePrefillProblem to the header template flashinfer::attention::SinglePrefill.
 #pragma once
 
-#include <cmath>
 
 #include "dtype_map.cuh"
 #include "flashinfer/attention/prefill.cuh"
@@ -34,15 +33,8 @@ cudaError_t run_single_prefill_kernel(const SinglePrefillProblem& pr, cudaStream
   p.kv_len = pr.kv_len;
   p.num_qo_heads = pr.num_qo_heads;
   p.num_kv_heads = pr.num_kv_heads;
-  p.causal = pr.causal;
-  p.window_left = pr.window_left;
-  p.custom_mask = pr.custom_mask;
+  set_variant_params(p, pr.variant);
   p.mask_indptr = nullptr;  // one request: its mask starts at byte 0
-  p.logits = flashinfer::attention::LogitsVariant::make(pr.sm_scale, pr.logits_soft_cap, pr.use_alibi);
-  p.apply_rope = pr.use_rope;
-  p.rope_rcp_scale = 1.f / pr.rope_scale;
-  p.rope_log2_rcp_theta = -std::log2(pr.rope_theta);
-  p.v_scale = pr.v_scale;
   return Kernel::run(p, stream);
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "fi_core/api.h"
+#include "prefill_variant.h"
 
 namespace fi_core {
 namespace detail {
@@ -20,14 +21,7 @@ struct SinglePrefillProblem {
   int64_t q_stride_n, q_stride_h, o_stride_n, o_stride_h, k_stride_n, k_stride_h, v_stride_n, v_stride_h;
   int64_t lse_stride_n;
   uint32_t qo_len, kv_len, num_qo_heads, num_kv_heads;
-  bool causal;
-  int32_t window_left;
-  // Bit-packed [qo_len, kv_len] custom mask (little bit order), or nullptr for none.
-  const uint8_t* custom_mask;
-  bool use_alibi, use_rope;
-  float sm_scale;  // times k_scale
-  float logits_soft_cap, rope_scale, rope_theta;
-  float v_scale;  // multiplies the output
+  PrefillVariant variant;  // sm_scale times k_scale; the custom mask is [qo_len, kv_len]
   int device;
 };
 
