@@ -300,6 +300,64 @@ def batch_cache_for_empty():
     return torch.zeros(1, 2, 16, 2, HEAD_DIMS[0], dtype=torch.bfloat16, device="cuda")
 
 
+class GraphedWrapper:
+    """A use_cuda_graph wrapper of `form` (2 KV heads, 8 query heads, float16) over static q, KV,
+    out and lse buffers, with run() captured once: load() copies a Batch into the static buffers
+    (and points the Batch at them), capture() records the graph, replay() runs it."""
+
+    def __init__(self, form, batch_size, total_cap, head_dim, num_pages_cap, kv_rows_cap, **buffers):
+        def index_buffer(n):
+            return torch.empty(n, dtype=torch.int32, device="cuda")
+
+        self.form = form
+        buffers = dict(use_cuda_graph=True, qo_indptr_buf=index_buffer(batch_size + 1), **buffers)
+        if form == "ragged":
+            self.wrapper = fi_core.BatchPrefillWithRaggedKVCacheWrapper(
+                workspace(), kv_indptr_buf=index_buffer(batch_size + 1), **buffers)
+            self.k = torch.zeros(kv_rows_cap, 2, head_dim, dtype=torch.float16, device="cuda")
+            self.v = torch.zeros_like(self.k)
+        else:
+            self.wrapper = fi_core.BatchPrefillWithPagedKVCacheWrapper(
+                workspace(), paged_kv_indptr_buf=index_buffer(batch_size + 1),
+                paged_kv_indices_buf=index_buffer(num_pages_cap), paged_kv_last_page_len_buf=index_buffer(batch_size),
+                **buffers)
+            self.cache = torch.zeros((num_pages_cap, 2, 16, 2, head_dim), dtype=torch.float16, device="cuda")
+        self.q = torch.zeros(total_cap, 8, head_dim, dtype=torch.float16, device="cuda")
+        self.out = torch.full_like(self.q, float("nan"))
+        self.lse = torch.full((total_cap, 8), float("nan"), device="cuda")
+        self.graph = None
+
+    def load(self, b):
+        self.q.zero_()
+        self.q[: b.q.shape[0]].copy_(b.q)
+        if self.form == "ragged":
+            self.k[: b.k.shape[0]].copy_(b.k)
+            self.v[: b.v.shape[0]].copy_(b.v)
+            b.k, b.v = self.k, self.v
+        else:
+            self.cache.zero_()
+            self.cache[: b.full.shape[0]].copy_(b.full)
+            b.cache = self.cache
+
+    def run(self):
+        kv = (self.k, self.v) if self.form == "ragged" else (self.cache,)
+        self.wrapper.run(self.q, *kv, out=self.out, lse=self.lse)
+
+    def capture(self):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.run()  # warm-up
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, stream=stream):
+                self.run()
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+
+    def replay(self):
+        self.graph.replay()
+
+
 @pytest.mark.parametrize("form", ["paged16", "ragged"])
 def test_cuda_graph_replay_matches_eager(form):
     seed = case_seed("batch_prefill_graph", form)
@@ -320,68 +378,26 @@ def test_cuda_graph_replay_matches_eager(form):
 
     first = draw(0)
     total_cap = first.q.shape[0]
-    qo_buf = torch.empty(batch_size + 1, dtype=torch.int32, device="cuda")
-    kv_buf = torch.empty(batch_size + 1, dtype=torch.int32, device="cuda")
-    if form == "ragged":
-        graph_wrapper = fi_core.BatchPrefillWithRaggedKVCacheWrapper(workspace(), use_cuda_graph=True,
-                                                                     qo_indptr_buf=qo_buf, kv_indptr_buf=kv_buf)
-        k_static = torch.zeros(kv_rows_cap, 2, head_dim, dtype=torch.float16, device="cuda")
-        v_static = torch.zeros_like(k_static)
-    else:
-        graph_wrapper = fi_core.BatchPrefillWithPagedKVCacheWrapper(
-            workspace(), use_cuda_graph=True, qo_indptr_buf=qo_buf, paged_kv_indptr_buf=kv_buf,
-            paged_kv_indices_buf=torch.empty(num_pages_cap, dtype=torch.int32, device="cuda"),
-            paged_kv_last_page_len_buf=torch.empty(batch_size, dtype=torch.int32, device="cuda"))
-        cache_static = torch.zeros((num_pages_cap, 2, 16, 2, head_dim), dtype=torch.float16, device="cuda")
+    graphed = GraphedWrapper(form, batch_size, total_cap, head_dim, num_pages_cap, kv_rows_cap)
     eager = first.wrapper()
-    q_static = torch.zeros(total_cap, 8, head_dim, dtype=torch.float16, device="cuda")
-    out_static = torch.full_like(q_static, float("nan"))
-    lse_static = torch.full((total_cap, 8), float("nan"), device="cuda")
-
-    def load(b):
-        q_static.zero_()
-        q_static[: b.q.shape[0]].copy_(b.q)
-        if form == "ragged":
-            k_static[: b.k.shape[0]].copy_(b.k)
-            v_static[: b.v.shape[0]].copy_(b.v)
-            b.k, b.v = k_static, v_static
-        else:
-            cache_static.zero_()
-            cache_static[: b.full.shape[0]].copy_(b.full)
-            b.cache = cache_static
-
-    def run_graph_wrapper():
-        if form == "ragged":
-            graph_wrapper.run(q_static, k_static, v_static, out=out_static, lse=lse_static)
-        else:
-            graph_wrapper.run(q_static, cache_static, out=out_static, lse=lse_static)
-
-    load(first)
-    first.plan(graph_wrapper, causal=True)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run_graph_wrapper()  # warm-up
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            run_graph_wrapper()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
+    graphed.load(first)
+    first.plan(graphed.wrapper, causal=True)
+    graphed.capture()
 
     for step in range(1, 5):
         nxt = draw(step, total_cap)
-        load(nxt)
-        nxt.plan(graph_wrapper, causal=True)
-        graph.replay()
+        graphed.load(nxt)
+        nxt.plan(graphed.wrapper, causal=True)
+        graphed.replay()
         nxt.plan(eager, causal=True)
         nnz = sum(nxt.qo_lens)
-        want_out, want_lse = nxt.run(eager, q=q_static[:nnz], return_lse=True)
+        want_out, want_lse = nxt.run(eager, q=graphed.q[:nnz], return_lse=True)
         torch.cuda.synchronize()
-        assert graph_wrapper.plan_info()["query_tile_rows"] == eager.plan_info()["query_tile_rows"]
-        assert torch.equal(out_static[:nnz], want_out), f"step {step}: graph replay differs from eager"
-        assert torch.equal(lse_static[:nnz], want_lse), f"step {step}: graph lse differs from eager"
-        nxt.q = q_static[:nnz]
-        nxt.check(out_static[:nnz], lse_static[:nnz], "float16", causal=True)
+        assert graphed.wrapper.plan_info()["query_tile_rows"] == eager.plan_info()["query_tile_rows"]
+        assert torch.equal(graphed.out[:nnz], want_out), f"step {step}: graph replay differs from eager"
+        assert torch.equal(graphed.lse[:nnz], want_lse), f"step {step}: graph lse differs from eager"
+        nxt.q = graphed.q[:nnz]
+        nxt.check(graphed.out[:nnz], graphed.lse[:nnz], "float16", causal=True)
 
 
 def test_run_validation():
@@ -551,79 +567,38 @@ def test_custom_mask_cuda_graph_replay_matches_eager(form):
 
     first = draw(0)
     total_cap = first.q.shape[0]
-    mask_buf = torch.zeros(mask_cap, dtype=torch.uint8, device="cuda")
     mask_indptr_buf = torch.full((batch_size + 1,), -1, dtype=torch.int32, device="cuda")
-    buffers = dict(use_cuda_graph=True, qo_indptr_buf=torch.empty(batch_size + 1, dtype=torch.int32, device="cuda"),
-                   custom_mask_buf=mask_buf, mask_indptr_buf=mask_indptr_buf)
-    if form == "ragged":
-        graph_wrapper = fi_core.BatchPrefillWithRaggedKVCacheWrapper(
-            workspace(), kv_indptr_buf=torch.empty(batch_size + 1, dtype=torch.int32, device="cuda"), **buffers)
-        k_static = torch.zeros(kv_rows_cap, 2, head_dim, dtype=torch.float16, device="cuda")
-        v_static = torch.zeros_like(k_static)
-    else:
-        graph_wrapper = fi_core.BatchPrefillWithPagedKVCacheWrapper(
-            workspace(), paged_kv_indptr_buf=torch.empty(batch_size + 1, dtype=torch.int32, device="cuda"),
-            paged_kv_indices_buf=torch.empty(num_pages_cap, dtype=torch.int32, device="cuda"),
-            paged_kv_last_page_len_buf=torch.empty(batch_size, dtype=torch.int32, device="cuda"), **buffers)
-        cache_static = torch.zeros((num_pages_cap, 2, 16, 2, head_dim), dtype=torch.float16, device="cuda")
+    graphed = GraphedWrapper(form, batch_size, total_cap, head_dim, num_pages_cap, kv_rows_cap,
+                             custom_mask_buf=torch.zeros(mask_cap, dtype=torch.uint8, device="cuda"),
+                             mask_indptr_buf=mask_indptr_buf)
     eager = first.wrapper()
-    q_static = torch.zeros(total_cap, 8, head_dim, dtype=torch.float16, device="cuda")
-    out_static = torch.full_like(q_static, float("nan"))
-    lse_static = torch.full((total_cap, 8), float("nan"), device="cuda")
-
-    def load(b):
-        q_static.zero_()
-        q_static[: b.q.shape[0]].copy_(b.q)
-        if form == "ragged":
-            k_static[: b.k.shape[0]].copy_(b.k)
-            v_static[: b.v.shape[0]].copy_(b.v)
-            b.k, b.v = k_static, v_static
-        else:
-            cache_static.zero_()
-            cache_static[: b.full.shape[0]].copy_(b.full)
-            b.cache = cache_static
-
-    def run_graph_wrapper():
-        if form == "ragged":
-            graph_wrapper.run(q_static, k_static, v_static, out=out_static, lse=lse_static)
-        else:
-            graph_wrapper.run(q_static, cache_static, out=out_static, lse=lse_static)
-
-    load(first)
+    graphed.load(first)
     _, first_flat = random_masks(first.qo_lens, first.kv_lens, 0.5, seed)
-    first.plan(graph_wrapper, custom_mask=first_flat)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run_graph_wrapper()  # warm-up
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            run_graph_wrapper()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
+    first.plan(graphed.wrapper, custom_mask=first_flat)
+    graphed.capture()
 
     for step in range(1, 5):
         nxt = draw(step, total_cap)
-        load(nxt)
+        graphed.load(nxt)
         masks, flat = random_masks(nxt.qo_lens, nxt.kv_lens, rng.choice([0.1, 0.5, 0.9]), seed + step)
         # The packed form in graph mode, the bool form eagerly: the same bits either way.
         packed, byte_offsets = packed_masks(nxt.qo_lens, nxt.kv_lens, flat)
-        nxt.plan(graph_wrapper, packed_custom_mask=packed, causal=True)
+        nxt.plan(graphed.wrapper, packed_custom_mask=packed, causal=True)
         packed.zero_()  # the graph reads custom_mask_buf, where plan() copied the bits (stream-ordered)
-        graph.replay()
+        graphed.replay()
         nxt.plan(eager, custom_mask=flat)
         nnz = sum(nxt.qo_lens)
-        want_out, want_lse = nxt.run(eager, q=q_static[:nnz], return_lse=True)
+        want_out, want_lse = nxt.run(eager, q=graphed.q[:nnz], return_lse=True)
         torch.cuda.synchronize()
         assert mask_indptr_buf.tolist() == byte_offsets, "mask_indptr_buf: the requests' byte offsets"
-        assert graph_wrapper.plan_info()["query_tile_rows"] == eager.plan_info()["query_tile_rows"]
-        assert torch.equal(out_static[:nnz], want_out), f"step {step}: graph replay differs from eager"
-        assert torch.equal(lse_static[:nnz], want_lse), f"step {step}: graph lse differs from eager"
-        nxt.q = q_static[:nnz]
-        nxt.check(out_static[:nnz], lse_static[:nnz], "float16", custom_masks=masks)
+        assert graphed.wrapper.plan_info()["query_tile_rows"] == eager.plan_info()["query_tile_rows"]
+        assert torch.equal(graphed.out[:nnz], want_out), f"step {step}: graph replay differs from eager"
+        assert torch.equal(graphed.lse[:nnz], want_lse), f"step {step}: graph lse differs from eager"
+        nxt.q = graphed.q[:nnz]
+        nxt.check(graphed.out[:nnz], graphed.lse[:nnz], "float16", custom_masks=masks)
     # The captured kernel reads a mask: every later plan must have one.
     with pytest.raises(ValueError, match="packed_custom_mask: expected a custom mask"):
-        nxt.plan(graph_wrapper, causal=True)
+        nxt.plan(graphed.wrapper, causal=True)
 
 
 # ---------------------------------------------------------------------------------------------
