@@ -431,17 +431,17 @@ def build_norm(p):
                            weight=random_tensor(p["hidden"]))
 
 
-def rmsnorm_factory(library_name):
+def rmsnorm_factory(library_name, op="rmsnorm"):
     def factory(inputs, p, libraries):
-        rmsnorm = find_op(libraries[library_name], "rmsnorm")
+        rmsnorm = find_op(libraries[library_name], op)
         return lambda: rmsnorm(inputs.x, inputs.weight, RMSNORM_EPS)
     return factory
 
 
-def fused_add_rmsnorm_factory(library_name):
+def fused_add_rmsnorm_factory(library_name, op="fused_add_rmsnorm"):
     def factory(inputs, p, libraries):
         # In place on x and residual; repeated calls keep the values finite (x is renormalized).
-        fused = find_op(libraries[library_name], "fused_add_rmsnorm")
+        fused = find_op(libraries[library_name], op)
         return lambda: fused(inputs.x, inputs.residual, inputs.weight, RMSNORM_EPS)
     return factory
 
@@ -450,10 +450,10 @@ def build_silu_and_mul(p):
     return SimpleNamespace(x=random_tensor(p["tokens"], 2 * p["intermediate"]))
 
 
-def silu_and_mul_factory(library_name):
+def act_and_mul_factory(library_name, op):
     def factory(inputs, p, libraries):
-        silu_and_mul = find_op(libraries[library_name], "silu_and_mul")
-        return lambda: silu_and_mul(inputs.x)
+        act_and_mul = find_op(libraries[library_name], op)
+        return lambda: act_and_mul(inputs.x)
     return factory
 
 
@@ -465,10 +465,31 @@ def build_rope(p):
     )
 
 
-def rope_factory(library_name):
+def rope_factory(library_name, op="apply_rope_pos_ids"):
     def factory(inputs, p, libraries):
-        rope = find_op(libraries[library_name], "apply_rope_pos_ids")
+        rope = find_op(libraries[library_name], op)
         return lambda: rope(inputs.q, inputs.k, inputs.pos_ids)
+    return factory
+
+
+ROPE_CACHE_POSITIONS = 131072
+
+
+def build_rope_cos_sin_cache(p):
+    """vLLM's layout: flat [tokens, heads * head_dim] q and k, int64 positions, a float32 table of
+    cos then sin per position (random angles: the kernel does not care what they are)."""
+    d, tokens = p["head_dim"], p["tokens"]
+    angles = torch.rand(ROPE_CACHE_POSITIONS, d // 2, device="cuda") * 6.2831853
+    return SimpleNamespace(
+        q=random_tensor(tokens, p["num_qo_heads"] * d), k=random_tensor(tokens, p["num_kv_heads"] * d),
+        positions=torch.randint(0, ROPE_CACHE_POSITIONS, (tokens,), dtype=torch.int64, device="cuda"),
+        cache=torch.cat([angles.cos(), angles.sin()], dim=-1).contiguous())
+
+
+def rope_cos_sin_cache_factory(library_name):
+    def factory(inputs, p, libraries):
+        rope = find_op(libraries[library_name], "apply_rope_with_cos_sin_cache")
+        return lambda: rope(inputs.positions, inputs.q, inputs.k, p["head_dim"], inputs.cache, True)
     return factory
 
 
@@ -550,14 +571,18 @@ OPS = {
         "flashinfer": batch_prefill_factory("flashinfer"),
         "flashinfer-fa2": batch_prefill_factory("flashinfer", backend="fa2"),
     }),
-    "rmsnorm": (build_norm, {"fi_core": rmsnorm_factory("fi_core"),
-                             "flashinfer": rmsnorm_factory("flashinfer")}),
-    "fused_add_rmsnorm": (build_norm, {"fi_core": fused_add_rmsnorm_factory("fi_core"),
-                                       "flashinfer": fused_add_rmsnorm_factory("flashinfer")}),
-    "silu_and_mul": (build_silu_and_mul, {"fi_core": silu_and_mul_factory("fi_core"),
-                                          "flashinfer": silu_and_mul_factory("flashinfer")}),
-    "apply_rope_pos_ids": (build_rope, {"fi_core": rope_factory("fi_core"),
-                                        "flashinfer": rope_factory("flashinfer")}),
+    **{op: (build_norm, {library: rmsnorm_factory(library, op) for library in ("fi_core", "flashinfer")})
+       for op in ("rmsnorm", "gemma_rmsnorm")},
+    **{op: (build_norm, {library: fused_add_rmsnorm_factory(library, op)
+                         for library in ("fi_core", "flashinfer")})
+       for op in ("fused_add_rmsnorm", "gemma_fused_add_rmsnorm")},
+    **{op: (build_silu_and_mul, {library: act_and_mul_factory(library, op)
+                                 for library in ("fi_core", "flashinfer")})
+       for op in ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul")},
+    **{op: (build_rope, {library: rope_factory(library, op) for library in ("fi_core", "flashinfer")})
+       for op in ("apply_rope_pos_ids", "apply_llama31_rope_pos_ids")},
+    "apply_rope_with_cos_sin_cache": (build_rope_cos_sin_cache, {
+        library: rope_cos_sin_cache_factory(library) for library in ("fi_core", "flashinfer")}),
     "top_p_sampling_from_probs": (build_sampling, {"fi_core": top_p_factory("fi_core"),
                                                    "flashinfer": top_p_factory("flashinfer"),
                                                    "torch-sort": torch_top_p_factory}),
@@ -571,7 +596,8 @@ HOST_TIMED_OPS = {"batch_decode_plan"}
 # Ops whose outputs are compared with fi_core's: not the in-place op (its inputs change with
 # every call) and not sampling (random by design).
 CHECKED_OPS = {"single_decode", "batch_decode", "single_prefill", "batch_prefill", "rmsnorm",
-               "silu_and_mul", "apply_rope_pos_ids"}
+               "gemma_rmsnorm", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
+               "apply_rope_pos_ids", "apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache"}
 
 
 # ---------------------------------------------------------------------------------------------

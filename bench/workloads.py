@@ -36,10 +36,10 @@ OP_IMPLEMENTATIONS = {
     "batch_decode_plan": ["fi_core", "flashinfer"],
     "single_prefill": ["fi_core", "fi_core-fa2", "flashinfer", "flashinfer-fa2", "sdpa-flash", "sdpa-cudnn"],
     "batch_prefill": ["fi_core", "fi_core-fa2", "flashinfer", "flashinfer-fa2"],
-    "rmsnorm": ["fi_core", "flashinfer"],
-    "fused_add_rmsnorm": ["fi_core", "flashinfer"],
-    "silu_and_mul": ["fi_core", "flashinfer"],
-    "apply_rope_pos_ids": ["fi_core", "flashinfer"],
+    **{op: ["fi_core", "flashinfer"] for op in (
+        "rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm", "silu_and_mul",
+        "gelu_and_mul", "gelu_tanh_and_mul", "apply_rope_pos_ids", "apply_llama31_rope_pos_ids",
+        "apply_rope_with_cos_sin_cache")},
     "top_p_sampling_from_probs": ["fi_core", "flashinfer", "torch-sort"],
     "top_k_top_p_sampling_from_probs": ["fi_core", "flashinfer", "torch-sort"],
 }
@@ -207,32 +207,37 @@ def batch_prefill(distribution, qo_lens, num_qo_heads, num_kv_heads, head_dim, p
     )
 
 
-def rmsnorm(tokens, hidden):
+def rmsnorm(tokens, hidden, op="rmsnorm"):
+    """rmsnorm or gemma_rmsnorm (the same traffic)."""
     io_bytes = float((2 * tokens * hidden + hidden) * 2)  # x read, out written, weight read
-    return Workload(op="rmsnorm", label=f"{tokens}x{hidden}", params=dict(tokens=tokens, hidden=hidden),
+    return Workload(op=op, label=f"{tokens}x{hidden}", params=dict(tokens=tokens, hidden=hidden),
                     bound=MEMORY_BOUND, bytes=io_bytes, footprint_bytes=int(io_bytes * 2))
 
 
-def fused_add_rmsnorm(tokens, hidden):
+def fused_add_rmsnorm(tokens, hidden, op="fused_add_rmsnorm"):
+    """fused_add_rmsnorm or its gemma form."""
     # In place: x and residual are both read and both written back, plus the weight.
     io_bytes = float((4 * tokens * hidden + hidden) * 2)
-    return Workload(op="fused_add_rmsnorm", label=f"{tokens}x{hidden}",
+    return Workload(op=op, label=f"{tokens}x{hidden}",
                     params=dict(tokens=tokens, hidden=hidden),
                     bound=MEMORY_BOUND, bytes=io_bytes, footprint_bytes=int(io_bytes))
 
 
-def silu_and_mul(tokens, intermediate):
+def silu_and_mul(tokens, intermediate, op="silu_and_mul"):
+    """A gated activation: silu_and_mul, gelu_and_mul or gelu_tanh_and_mul."""
     # Input [tokens, 2*intermediate] read, output [tokens, intermediate] written.
     io_bytes = float(3 * tokens * intermediate * 2)
-    return Workload(op="silu_and_mul", label=f"{tokens}x2*{intermediate}",
+    return Workload(op=op, label=f"{tokens}x2*{intermediate}",
                     params=dict(tokens=tokens, intermediate=intermediate),
                     bound=MEMORY_BOUND, bytes=io_bytes, footprint_bytes=int(io_bytes * 2))
 
 
-def apply_rope_pos_ids(tokens, num_qo_heads, num_kv_heads, head_dim):
+def apply_rope_pos_ids(tokens, num_qo_heads, num_kv_heads, head_dim, op="apply_rope_pos_ids"):
+    """apply_rope_pos_ids, apply_llama31_rope_pos_ids or apply_rope_with_cos_sin_cache (whose
+    cos/sin table is small and stays in L2: it is not counted)."""
     # q and k read, rotated q and k written, int32 positions read; cos/sin are computed on the fly.
     io_bytes = float(2 * tokens * (num_qo_heads + num_kv_heads) * head_dim * 2 + 4 * tokens)
-    return Workload(op="apply_rope_pos_ids",
+    return Workload(op=op,
                     label=f"{tokens} tok {_heads_label(num_qo_heads, num_kv_heads)} d={head_dim}",
                     params=dict(tokens=tokens, num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,
                                 head_dim=head_dim),
@@ -294,6 +299,8 @@ NORM_HIDDEN = [4096, 8192]
 SILU_INTERMEDIATE = [14336, 28672]
 ROPE_HEADS = [(32, 8), (64, 8)]
 ROPE_HEAD_DIM = 128
+GELU_OPS = ["gelu_and_mul", "gelu_tanh_and_mul"]
+OTHER_ROPE_OPS = ["apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache"]
 
 SAMPLING_OPS = ["top_p_sampling_from_probs", "top_k_top_p_sampling_from_probs"]
 SAMPLING_BATCHES = [1, 16, 64, 128, 256, 512]
@@ -354,10 +361,17 @@ def _prefill_quick():
 
 
 def _operators_full():
+    # The ops of the issue's anchors over every size; their siblings (gemma norms, the GELU
+    # activations, the other RoPE entry points) at one LLM shape each over the same token counts.
     return ([rmsnorm(t, h) for h in NORM_HIDDEN for t in OPERATOR_TOKENS]
             + [fused_add_rmsnorm(t, h) for h in NORM_HIDDEN for t in OPERATOR_TOKENS]
             + [silu_and_mul(t, i) for i in SILU_INTERMEDIATE for t in OPERATOR_TOKENS]
             + [apply_rope_pos_ids(t, hq, hk, ROPE_HEAD_DIM) for hq, hk in ROPE_HEADS
+               for t in OPERATOR_TOKENS]
+            + [rmsnorm(t, 8192, op="gemma_rmsnorm") for t in OPERATOR_TOKENS]
+            + [fused_add_rmsnorm(t, 8192, op="gemma_fused_add_rmsnorm") for t in OPERATOR_TOKENS]
+            + [silu_and_mul(t, 14336, op=op) for op in GELU_OPS for t in OPERATOR_TOKENS]
+            + [apply_rope_pos_ids(t, 32, 8, ROPE_HEAD_DIM, op=op) for op in OTHER_ROPE_OPS
                for t in OPERATOR_TOKENS])
 
 

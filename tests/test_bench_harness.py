@@ -388,7 +388,10 @@ def test_full_grids_cover_the_issue():
     assert {w.params["causal"] for w in singles} == {True, False}
     assert {w.params["distribution"] for w in prefill if w.op == "batch_prefill"} == {"uniform", "zipf"}
     operators, _ = workloads.suite_workloads("operators")
-    assert {w.op for w in operators} == {"rmsnorm", "fused_add_rmsnorm", "silu_and_mul", "apply_rope_pos_ids"}
+    assert {w.op for w in operators} == {
+        "rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm", "silu_and_mul",
+        "gelu_and_mul", "gelu_tanh_and_mul", "apply_rope_pos_ids", "apply_llama31_rope_pos_ids",
+        "apply_rope_with_cos_sin_cache"}
     sampling, _ = workloads.suite_workloads("sampling")
     assert {w.params["vocab"] for w in sampling} == {32000, 128256, 151936}
     assert min(w.params["batch"] for w in sampling) == 1 and max(w.params["batch"] for w in sampling) == 512
