@@ -25,14 +25,18 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    import torch
-    from bench.gpu_runner import OPS
-
     chosen, _ = workloads.suite_workloads(args.suite, quick=args.quick)
     chosen = workloads.matching(chosen, args.filter)
     if not chosen:
         print("bench.profile: no workload matches the filters", file=sys.stderr)
         return 2
+    unknown = [w.op for w in chosen if args.implementation not in w.implementations]
+    if unknown:
+        print(f"bench.profile: {args.implementation} does not implement {sorted(set(unknown))}",
+              file=sys.stderr)
+        return 2
+    import torch  # only now: the checks above run on any machine
+    from bench.gpu_runner import OPS
     libraries = {name: peers.import_library(name) for name in ("fi_core", "flashinfer")}
     libraries["torch"] = peers.Library("torch", module=torch, version=torch.__version__)
     for workload in chosen:

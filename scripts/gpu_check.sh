@@ -6,6 +6,9 @@
 #   scripts/gpu_check.sh [--archs "90a"] [--head-dims "64;128;256"] [--bench "decode"]
 #                        [--full-bench] [--no-sanitizer] [--sanitize "decode ops:racecheck ..."]
 #                        [--tests "<pytest -k expression>"] [--bench-filter "d=128 bf16"]
+#                        [--prebuilt .prebuilt]
+#   --prebuilt: use the package scripts/prebuild.sh built on another machine (carry the folder)
+#   instead of building here; --archs and --head-dims are then those of that build
 #   --bench-filter: only the benchmark workloads whose "op label" contains every word (a full grid
 #   is larger than one 10-minute device call: split it over calls, e.g. by head dim)
 #
@@ -25,6 +28,7 @@ BENCH_SUITES="decode operators sampling"
 BENCH_FLAGS="--quick"
 BENCH_FILTER=()
 SANITIZER=1
+PREBUILT=""
 SANITIZE="decode batch_decode prefill batch_prefill ops sampling page cascade quantization"  # kernel families run under compute-sanitizer
 TEST_FILTER=""
 while [[ $# -gt 0 ]]; do
@@ -37,6 +41,7 @@ while [[ $# -gt 0 ]]; do
     --no-sanitizer) SANITIZER=0; shift ;;
     --sanitize) SANITIZE="$2"; shift 2 ;;
     --tests) TEST_FILTER="$2"; shift 2 ;;
+    --prebuilt) PREBUILT="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -74,7 +79,17 @@ build() {
     python3 -m pip install --no-build-isolation --no-deps -v . 2>&1 | grep -E "Building|Linking|error|warning|Successfully" | tail -40
   return "${PIPESTATUS[0]}"
 }
-step build build.log build || { echo "build failed"; exit 1; }
+unpack_prebuilt() {  # the carried package, module decompressed, first on the import path
+  local site=/tmp/fi_core_prebuilt
+  rm -rf "$site" && mkdir -p "$site" && cp -r "$PREBUILT/fi_core" "$site/" && xz -d "$site"/fi_core/_C*.so.xz || return 1
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  cat "$PREBUILT/SOURCE"
+}
+if [[ -n "$PREBUILT" ]]; then
+  step build build.log unpack_prebuilt || { echo "unpacking $PREBUILT failed"; exit 1; }
+else
+  step build build.log build || { echo "build failed"; exit 1; }
+fi
 
 cd /tmp  # import the installed package, not the source tree
 REPO="$OLDPWD"

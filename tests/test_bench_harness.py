@@ -75,6 +75,10 @@ def test_batch_prefill_counts_sum_over_requests():
     (lambda: workloads.silu_and_mul(8192, 14336), 704643072),
     # q (32 heads) and k (8 heads) read and written: 2 * 16384 * 40 * 128 * 2 B, positions 16384 * 4 B
     (lambda: workloads.apply_rope_pos_ids(16384, 32, 8, 128), 335609856),
+    # The siblings move the same bytes: gemma weights, GELU gates, a cos/sin table kept in L2.
+    (lambda: workloads.rmsnorm(8192, 8192, op="gemma_rmsnorm"), 268451840),
+    (lambda: workloads.silu_and_mul(8192, 14336, op="gelu_tanh_and_mul"), 704643072),
+    (lambda: workloads.apply_rope_pos_ids(16384, 32, 8, 128, op="apply_rope_with_cos_sin_cache"), 335609856),
     # fp32 probs 128 * 128256 * 4 B read, 128 int32 samples written
     (lambda: workloads.sampling("top_p_sampling_from_probs", 128, 128256), 65667584),
 ])
@@ -448,3 +452,11 @@ def test_harness_modules_do_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_profile_refuses_what_it_cannot_run(capsys):
+    from bench import profile
+    assert profile.main(["--suite", "operators", "--filter", "no such workload"]) == 2
+    assert "no workload matches" in capsys.readouterr().err
+    assert profile.main(["--suite", "sampling", "--quick", "--implementation", "sdpa-flash"]) == 2
+    assert "sdpa-flash does not implement" in capsys.readouterr().err

@@ -95,15 +95,10 @@ cudaError_t ActAndMul(const ActAndMulParams<T>& p, cudaStream_t stream) {
   if (p.num_rows == 0 || p.d == 0) return cudaSuccess;
   constexpr uint32_t VECS = kVec8sInFlight<T>;
   const uint32_t num_vecs = math::ceil_div(p.d, 8u);
-  const uint32_t groups = math::ceil_div(num_vecs, VECS);  // threads one pass over a row needs
   uint32_t threads = 1;
-  while (threads < groups && threads < kActCtaThreads) threads *= 2;
-  const uint32_t num_slices = math::ceil_div(groups, threads);
-  // A row longer than one CTA's pass is cut into equal slices (rounded up to whole warps), so
-  // the last slice does not leave part of every CTA idle: 14336 outputs would otherwise be one
-  // slice of 1024 vectors and one of 768.
-  if (num_slices > 1) threads = math::round_up(math::ceil_div(groups, num_slices), 32u);
-  const uint32_t rows_per_cta = std::max(kActCtaThreads / threads, 1u);
+  while (threads * VECS < num_vecs && threads < kActCtaThreads) threads *= 2;
+  const uint32_t rows_per_cta = kActCtaThreads / threads;
+  const uint32_t num_slices = math::ceil_div(num_vecs, threads * VECS);
   const dim3 grid(math::ceil_div(p.num_rows, rows_per_cta), std::min(num_slices, 65535u));
   const dim3 block(threads, rows_per_cta);
   const bool whole = p.d % 8 == 0 && rows_aligned16(p.input, p.input_strides) &&
