@@ -233,10 +233,12 @@ def silu_and_mul(tokens, intermediate, op="silu_and_mul"):
 
 
 def apply_rope_pos_ids(tokens, num_qo_heads, num_kv_heads, head_dim, op="apply_rope_pos_ids"):
-    """apply_rope_pos_ids, apply_llama31_rope_pos_ids or apply_rope_with_cos_sin_cache (whose
-    cos/sin table is small and stays in L2: it is not counted)."""
-    # q and k read, rotated q and k written, int32 positions read; cos/sin are computed on the fly.
+    """apply_rope_pos_ids, apply_llama31_rope_pos_ids or apply_rope_with_cos_sin_cache."""
+    # q and k read, rotated q and k written, int32 positions read; cos/sin computed on the fly.
     io_bytes = float(2 * tokens * (num_qo_heads + num_kv_heads) * head_dim * 2 + 4 * tokens)
+    if op == "apply_rope_with_cos_sin_cache":
+        # int64 positions, and each token's float32 row of the table (head_dim / 2 cos, then sin).
+        io_bytes += 4 * tokens + 4 * tokens * head_dim
     return Workload(op=op,
                     label=f"{tokens} tok {_heads_label(num_qo_heads, num_kv_heads)} d={head_dim}",
                     params=dict(tokens=tokens, num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,

@@ -75,10 +75,12 @@ def test_batch_prefill_counts_sum_over_requests():
     (lambda: workloads.silu_and_mul(8192, 14336), 704643072),
     # q (32 heads) and k (8 heads) read and written: 2 * 16384 * 40 * 128 * 2 B, positions 16384 * 4 B
     (lambda: workloads.apply_rope_pos_ids(16384, 32, 8, 128), 335609856),
-    # The siblings move the same bytes: gemma weights, GELU gates, a cos/sin table kept in L2.
+    # The gemma norm and GELU siblings move the same bytes.
     (lambda: workloads.rmsnorm(8192, 8192, op="gemma_rmsnorm"), 268451840),
     (lambda: workloads.silu_and_mul(8192, 14336, op="gelu_tanh_and_mul"), 704643072),
-    (lambda: workloads.apply_rope_pos_ids(16384, 32, 8, 128, op="apply_rope_with_cos_sin_cache"), 335609856),
+    # The cos/sin-cache RoPE also reads int64 positions (4 B more a token) and a float32 row of
+    # 128 cos/sin values a token: 335609856 + 16384 * 4 + 16384 * 512
+    (lambda: workloads.apply_rope_pos_ids(16384, 32, 8, 128, op="apply_rope_with_cos_sin_cache"), 344064000),
     # fp32 probs 128 * 128256 * 4 B read, 128 int32 samples written
     (lambda: workloads.sampling("top_p_sampling_from_probs", 128, 128256), 65667584),
 ])
