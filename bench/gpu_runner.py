@@ -431,14 +431,14 @@ def build_norm(p):
                            weight=random_tensor(p["hidden"]))
 
 
-def rmsnorm_factory(library_name, op="rmsnorm"):
+def rmsnorm_factory(library_name, op):
     def factory(inputs, p, libraries):
         rmsnorm = find_op(libraries[library_name], op)
         return lambda: rmsnorm(inputs.x, inputs.weight, RMSNORM_EPS)
     return factory
 
 
-def fused_add_rmsnorm_factory(library_name, op="fused_add_rmsnorm"):
+def fused_add_rmsnorm_factory(library_name, op):
     def factory(inputs, p, libraries):
         # In place on x and residual; repeated calls keep the values finite (x is renormalized).
         fused = find_op(libraries[library_name], op)
@@ -446,7 +446,7 @@ def fused_add_rmsnorm_factory(library_name, op="fused_add_rmsnorm"):
     return factory
 
 
-def build_silu_and_mul(p):
+def build_act_and_mul(p):
     return SimpleNamespace(x=random_tensor(p["tokens"], 2 * p["intermediate"]))
 
 
@@ -465,7 +465,7 @@ def build_rope(p):
     )
 
 
-def rope_factory(library_name, op="apply_rope_pos_ids"):
+def rope_factory(library_name, op):
     def factory(inputs, p, libraries):
         rope = find_op(libraries[library_name], op)
         return lambda: rope(inputs.q, inputs.k, inputs.pos_ids)
@@ -486,11 +486,16 @@ def build_rope_cos_sin_cache(p):
         cache=torch.cat([angles.cos(), angles.sin()], dim=-1).contiguous())
 
 
-def rope_cos_sin_cache_factory(library_name):
+def rope_cos_sin_cache_factory(library_name, op):
     def factory(inputs, p, libraries):
-        rope = find_op(libraries[library_name], "apply_rope_with_cos_sin_cache")
+        rope = find_op(libraries[library_name], op)
         return lambda: rope(inputs.positions, inputs.q, inputs.k, p["head_dim"], inputs.cache, True)
     return factory
+
+
+def operator_factories(make_factory, op):
+    """The op's fi_core and FlashInfer implementations (same name and arguments in both)."""
+    return {library: make_factory(library, op) for library in ("fi_core", "flashinfer")}
 
 
 # --- sampling --------------------------------------------------------------------------------
@@ -571,18 +576,13 @@ OPS = {
         "flashinfer": batch_prefill_factory("flashinfer"),
         "flashinfer-fa2": batch_prefill_factory("flashinfer", backend="fa2"),
     }),
-    **{op: (build_norm, {library: rmsnorm_factory(library, op) for library in ("fi_core", "flashinfer")})
-       for op in ("rmsnorm", "gemma_rmsnorm")},
-    **{op: (build_norm, {library: fused_add_rmsnorm_factory(library, op)
-                         for library in ("fi_core", "flashinfer")})
-       for op in ("fused_add_rmsnorm", "gemma_fused_add_rmsnorm")},
-    **{op: (build_silu_and_mul, {library: act_and_mul_factory(library, op)
-                                 for library in ("fi_core", "flashinfer")})
-       for op in ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul")},
-    **{op: (build_rope, {library: rope_factory(library, op) for library in ("fi_core", "flashinfer")})
-       for op in ("apply_rope_pos_ids", "apply_llama31_rope_pos_ids")},
-    "apply_rope_with_cos_sin_cache": (build_rope_cos_sin_cache, {
-        library: rope_cos_sin_cache_factory(library) for library in ("fi_core", "flashinfer")}),
+    **{op: (build_norm, operator_factories(rmsnorm_factory, op)) for op in workloads.NORM_OPS},
+    **{op: (build_norm, operator_factories(fused_add_rmsnorm_factory, op))
+       for op in workloads.FUSED_ADD_NORM_OPS},
+    **{op: (build_act_and_mul, operator_factories(act_and_mul_factory, op)) for op in workloads.ACT_AND_MUL_OPS},
+    **{op: (build_rope, operator_factories(rope_factory, op)) for op in workloads.ROPE_POS_IDS_OPS},
+    workloads.ROPE_CACHE_OP: (build_rope_cos_sin_cache,
+                              operator_factories(rope_cos_sin_cache_factory, workloads.ROPE_CACHE_OP)),
     "top_p_sampling_from_probs": (build_sampling, {"fi_core": top_p_factory("fi_core"),
                                                    "flashinfer": top_p_factory("flashinfer"),
                                                    "torch-sort": torch_top_p_factory}),
@@ -595,9 +595,8 @@ OPS = {
 HOST_TIMED_OPS = {"batch_decode_plan"}
 # Ops whose outputs are compared with fi_core's: not the in-place op (its inputs change with
 # every call) and not sampling (random by design).
-CHECKED_OPS = {"single_decode", "batch_decode", "single_prefill", "batch_prefill", "rmsnorm",
-               "gemma_rmsnorm", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
-               "apply_rope_pos_ids", "apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache"}
+CHECKED_OPS = {"single_decode", "batch_decode", "single_prefill", "batch_prefill", *workloads.NORM_OPS,
+               *workloads.ACT_AND_MUL_OPS, *workloads.ROPE_POS_IDS_OPS, workloads.ROPE_CACHE_OP}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ The inputs are those the benchmark builds, so the profile is of the benchmarked 
 import argparse
 import sys
 
-from bench import peers, workloads
+from bench import workloads
 
 
 def parse_args(argv):
@@ -36,9 +36,8 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     import torch  # only now: the checks above run on any machine
-    from bench.gpu_runner import OPS
-    libraries = {name: peers.import_library(name) for name in ("fi_core", "flashinfer")}
-    libraries["torch"] = peers.Library("torch", module=torch, version=torch.__version__)
+    from bench.gpu_runner import OPS, load_libraries
+    libraries = load_libraries(use_peers=True)
     for workload in chosen:
         build_inputs, factories = OPS[workload.op]
         fn = factories[args.implementation](build_inputs(workload.params), workload.params, libraries)

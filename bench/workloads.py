@@ -30,16 +30,22 @@ WORKSPACE_BYTES = 128 * 1024 * 1024
 # (fi_core); the rest are fi_core variants and peers, each compared with the subject.
 #   -tc:  use_tensor_cores=True;  -cc: use_tensor_cores=False (fi_core's default picks by group size);
 #   -fa2: backend="fa2" (FlashInfer's default on H100 is FA3).
+# The operator ops, by the inputs they take (the benchmark builds one kind of input per family).
+NORM_OPS = ("rmsnorm", "gemma_rmsnorm")
+FUSED_ADD_NORM_OPS = ("fused_add_rmsnorm", "gemma_fused_add_rmsnorm")
+GELU_OPS = ("gelu_and_mul", "gelu_tanh_and_mul")
+ACT_AND_MUL_OPS = ("silu_and_mul",) + GELU_OPS
+ROPE_POS_IDS_OPS = ("apply_rope_pos_ids", "apply_llama31_rope_pos_ids")
+ROPE_CACHE_OP = "apply_rope_with_cos_sin_cache"
+OPERATOR_OPS = NORM_OPS + FUSED_ADD_NORM_OPS + ACT_AND_MUL_OPS + ROPE_POS_IDS_OPS + (ROPE_CACHE_OP,)
+
 OP_IMPLEMENTATIONS = {
     "single_decode": ["fi_core", "flashinfer", "sdpa-flash", "sdpa-cudnn"],
     "batch_decode": ["fi_core", "fi_core-cc", "flashinfer", "flashinfer-tc"],
     "batch_decode_plan": ["fi_core", "flashinfer"],
     "single_prefill": ["fi_core", "fi_core-fa2", "flashinfer", "flashinfer-fa2", "sdpa-flash", "sdpa-cudnn"],
     "batch_prefill": ["fi_core", "fi_core-fa2", "flashinfer", "flashinfer-fa2"],
-    **{op: ["fi_core", "flashinfer"] for op in (
-        "rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm", "silu_and_mul",
-        "gelu_and_mul", "gelu_tanh_and_mul", "apply_rope_pos_ids", "apply_llama31_rope_pos_ids",
-        "apply_rope_with_cos_sin_cache")},
+    **{op: ["fi_core", "flashinfer"] for op in OPERATOR_OPS},
     "top_p_sampling_from_probs": ["fi_core", "flashinfer", "torch-sort"],
     "top_k_top_p_sampling_from_probs": ["fi_core", "flashinfer", "torch-sort"],
 }
@@ -236,7 +242,7 @@ def apply_rope_pos_ids(tokens, num_qo_heads, num_kv_heads, head_dim, op="apply_r
     """apply_rope_pos_ids, apply_llama31_rope_pos_ids or apply_rope_with_cos_sin_cache."""
     # q and k read, rotated q and k written, int32 positions read; cos/sin computed on the fly.
     io_bytes = float(2 * tokens * (num_qo_heads + num_kv_heads) * head_dim * 2 + 4 * tokens)
-    if op == "apply_rope_with_cos_sin_cache":
+    if op == ROPE_CACHE_OP:
         # int64 positions, and each token's float32 row of the table (head_dim / 2 cos, then sin).
         io_bytes += 4 * tokens + 4 * tokens * head_dim
     return Workload(op=op,
@@ -301,8 +307,8 @@ NORM_HIDDEN = [4096, 8192]
 SILU_INTERMEDIATE = [14336, 28672]
 ROPE_HEADS = [(32, 8), (64, 8)]
 ROPE_HEAD_DIM = 128
-GELU_OPS = ["gelu_and_mul", "gelu_tanh_and_mul"]
-OTHER_ROPE_OPS = ["apply_llama31_rope_pos_ids", "apply_rope_with_cos_sin_cache"]
+# The siblings of apply_rope_pos_ids, measured at one head configuration.
+OTHER_ROPE_OPS = ROPE_POS_IDS_OPS[1:] + (ROPE_CACHE_OP,)
 
 SAMPLING_OPS = ["top_p_sampling_from_probs", "top_k_top_p_sampling_from_probs"]
 SAMPLING_BATCHES = [1, 16, 64, 128, 256, 512]
