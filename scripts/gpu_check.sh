@@ -79,11 +79,9 @@ build() {
     python3 -m pip install --no-build-isolation --no-deps -v . 2>&1 | grep -E "Building|Linking|error|warning|Successfully" | tail -40
   return "${PIPESTATUS[0]}"
 }
-unpack_prebuilt() {  # the carried package, module decompressed, first on the import path
-  local site=/tmp/fi_core_prebuilt
-  rm -rf "$site" && mkdir -p "$site" && cp -r "$PREBUILT/fi_core" "$site/" && xz -d "$site"/fi_core/_C*.so.xz || return 1
-  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-  cat "$PREBUILT/SOURCE"
+unpack_prebuilt() {  # the carried package, first on the import path
+  scripts/unpack_prebuilt.sh "$PREBUILT" /tmp/fi_core_prebuilt || return 1
+  export PYTHONPATH="/tmp/fi_core_prebuilt${PYTHONPATH:+:$PYTHONPATH}"
 }
 if [[ -n "$PREBUILT" ]]; then
   step build build.log unpack_prebuilt || { echo "unpacking $PREBUILT failed"; exit 1; }

@@ -462,3 +462,34 @@ def test_profile_refuses_what_it_cannot_run(capsys):
     assert "no workload matches" in capsys.readouterr().err
     assert profile.main(["--suite", "sampling", "--quick", "--implementation", "sdpa-flash"]) == 2
     assert "sdpa-flash does not implement" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# bench.compare: base / change / base-again table
+# ---------------------------------------------------------------------------------------------
+
+def _write_result_folder(folder, rows):
+    os.makedirs(folder)
+    payload = {"suite": "sampling", "rows": [
+        {"op": op, "label": label, "results": {"fi_core": result, "flashinfer": {"status": "ok", "time_us": 1.0}}}
+        for op, label, result in rows]}
+    with open(os.path.join(folder, "run.json"), "w") as handle:
+        json.dump(payload, handle)
+
+
+def test_compare_table_uses_the_best_base_time_and_skips_failed_rows(tmp_path):
+    from bench import compare
+    ok = lambda us: {"status": "ok", "time_us": us}  # noqa: E731
+    _write_result_folder(str(tmp_path / "a"), [("top_p", "B=128", ok(96.0)), ("top_k", "B=1", ok(50.0))])
+    _write_result_folder(str(tmp_path / "b"), [("top_p", "B=128", ok(60.0)),
+                                               ("top_k", "B=1", {"status": "error", "time_us": 1.0})])
+    _write_result_folder(str(tmp_path / "c"), [("top_p", "B=128", ok(90.0)), ("top_k", "B=1", ok(52.0))])
+    table = compare.render([("base", compare.load_times(str(tmp_path / "a"))),
+                            ("change", compare.load_times(str(tmp_path / "b"))),
+                            ("base_again", compare.load_times(str(tmp_path / "c")))])
+    lines = table.splitlines()
+    assert lines[0] == "| workload | base (us) | change (us) | base_again (us) | change speed-up |"
+    # Best base 90.0 us over the change's 60.0 us: 1.50x. The failed change row shows "-".
+    assert lines[2] == "| top_p B=128 | 96.0 | 60.0 | 90.0 | 1.50x |"
+    assert lines[3] == "| top_k B=1 | 50.0 | - | 52.0 | - |"
+    assert compare.main([]) == 2
