@@ -130,20 +130,23 @@ def _paged_cache_bytes(batch, kv_len, num_kv_heads, head_dim, page_size, kv_dtyp
     return num_pages * 2 * page_size * num_kv_heads * head_dim * DTYPE_BYTES[kv_dtype]
 
 
-def _batch_decode_point(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype):
-    """Label and parameters shared by the batch-decode kernel and plan() workloads."""
+def _batch_decode_point(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype,
+                        split_pages=None):
+    """Label and parameters shared by the batch-decode kernel and plan() workloads. split_pages:
+    plan(fixed_split_size=...) instead of the automatic split."""
     return dict(
         label=(f"B={batch} kv={kv_len} {_heads_label(num_qo_heads, num_kv_heads)} d={head_dim} "
-               f"page={page_size} {kv_dtype}"),
+               f"page={page_size} {kv_dtype}" + (f" split={split_pages}" if split_pages else "")),
         params=dict(batch=batch, kv_len=kv_len, num_qo_heads=num_qo_heads, num_kv_heads=num_kv_heads,
-                    head_dim=head_dim, page_size=page_size, kv_dtype=kv_dtype),
+                    head_dim=head_dim, page_size=page_size, kv_dtype=kv_dtype, split_pages=split_pages),
     )
 
 
-def batch_decode(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype):
+def batch_decode(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype, split_pages=None):
     return Workload(
         op="batch_decode",
-        **_batch_decode_point(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype),
+        **_batch_decode_point(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, page_size, kv_dtype,
+                              split_pages),
         bound=MEMORY_BOUND,
         flops=batch * attention_flops(1, kv_len, num_qo_heads, head_dim, causal=False),
         bytes=decode_bytes(batch, kv_len, num_qo_heads, num_kv_heads, head_dim, kv_dtype),
@@ -283,6 +286,7 @@ SINGLE_DECODE_HEADS = [(32, 32), (32, 8)]
 
 BATCH_DECODE_BATCHES = [1, 8, 32, 128, 256]
 BATCH_DECODE_KV_LENS = [512, 4096, 32768]
+BATCH_DECODE_SPLIT_PAGES = [4, 16, 64]
 BATCH_DECODE_HEADS = [(32, 32), (32, 8), (64, 8)]
 PAGE_SIZES = [1, 16]
 PLAN_BATCHES = [1, 8, 32, 128, 256]
@@ -331,7 +335,11 @@ def _batch_decode_full():
             for hq, hk in BATCH_DECODE_HEADS for p in PAGE_SIZES for kv in BATCH_DECODE_KV_LENS
             for b in BATCH_DECODE_BATCHES]
     # The ANCHORS point "B=16, kv 32768" lies outside the issue's batch list.
-    return grid + [batch_decode(16, 32768, 32, 8, 128, p, "bf16") for p in PAGE_SIZES]
+    grid += [batch_decode(16, 32768, 32, 8, 128, p, "bf16") for p in PAGE_SIZES]
+    # Small batches with fixed chunk lengths (plan's fixed_split_size, in pages of 16): where the
+    # automatic split's fixed costs (chunks, partial states, merge) show, e.g. --filter split=.
+    return grid + [batch_decode(b, kv, 32, 8, 128, 16, "bf16", split_pages=s) for b in [1, 8]
+                   for kv in [4096, 32768] for s in BATCH_DECODE_SPLIT_PAGES]
 
 
 def _batch_decode_quick():

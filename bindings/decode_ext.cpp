@@ -94,7 +94,8 @@ void bind_decode(nb::module_& m) {
          OptionalArray indptr_buffer, OptionalArray indices_buffer, OptionalArray last_page_len_buffer,
          int64_t num_qo_heads, int64_t num_kv_heads, int64_t head_dim, int64_t page_size,
          std::string q_dtype, std::string kv_dtype, int pos_encoding_mode, int window_left,
-         float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta, uintptr_t stream) {
+         float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta, int64_t fixed_split_pages,
+         bool disable_split_kv, uintptr_t stream) {
         fi_core::BatchDecodePlanArgs a;
         a.indptr = view(indptr, "indptr");
         a.indices = view(indices, "indices");
@@ -117,13 +118,16 @@ void bind_decode(nb::module_& m) {
         a.sm_scale = sm_scale;
         a.rope_scale = rope_scale;
         a.rope_theta = rope_theta;
+        a.fixed_split_pages = fixed_split_pages;
+        a.disable_split_kv = disable_split_kv;
         throw_if_error(fi_core::plan_batch_decode(a, &plan, as_stream(stream)));
       },
       "plan"_a, "indptr"_a.none(), "indices"_a.none(), "last_page_len"_a.none(), "workspace"_a.none(),
       "use_cuda_graph"_a, "use_tensor_cores"_a, "indptr_buffer"_a.none(), "indices_buffer"_a.none(),
       "last_page_len_buffer"_a.none(), "num_qo_heads"_a, "num_kv_heads"_a, "head_dim"_a,
       "page_size"_a, "q_dtype"_a, "kv_dtype"_a, "pos_encoding_mode"_a, "window_left"_a,
-      "logits_soft_cap"_a, "sm_scale"_a, "rope_scale"_a, "rope_theta"_a, "stream"_a,
+      "logits_soft_cap"_a, "sm_scale"_a, "rope_scale"_a, "rope_theta"_a, "fixed_split_pages"_a,
+      "disable_split_kv"_a, "stream"_a,
       "Plans a batch decode from a host page table; copies the schedule to the device on `stream`.");
 
   m.def(
@@ -156,19 +160,20 @@ void bind_decode(nb::module_& m) {
   m.def(
       "schedule_batch_decode",
       [](OptionalArray indptr, OptionalArray last_page_len, int64_t page_size, int window_left,
-         uint32_t max_items, uint32_t tokens_per_step, uint32_t grid_size) {
+         uint32_t max_items, uint32_t tokens_per_step, uint32_t grid_size, uint32_t fixed_chunk_len) {
         fi_core::BatchDecodeSchedule s;
         throw_if_error(fi_core::schedule_batch_decode(view(indptr, "indptr"), view(last_page_len, "last_page_len"),
                                                       page_size, window_left, max_items, tokens_per_step,
-                                                      grid_size, &s));
+                                                      fixed_chunk_len, grid_size, &s));
         std::vector<std::tuple<int32_t, int32_t, uint32_t, uint32_t, uint32_t, int32_t>> work;
         for (const auto& w : s.work) work.emplace_back(w.request, w.partial_row, w.begin, w.end, w.kv_len, w.page_begin);
         return std::make_tuple(work, s.state_indptr, s.chunk_len);
       },
       "indptr"_a.none(), "last_page_len"_a.none(), "page_size"_a, "window_left"_a, "max_items"_a,
-      "tokens_per_step"_a, "grid_size"_a,
+      "tokens_per_step"_a, "grid_size"_a, "fixed_chunk_len"_a = 0,
       "The batch-decode scheduler alone (host only): ([(request, partial_row, begin, end, kv_len, "
-      "page_begin)], state_indptr, chunk_len).");
+      "page_begin)], state_indptr, chunk_len); fixed_chunk_len > 0 cuts requests into chunks of that "
+      "many keys.");
 }
 
 }  // namespace fi_core_bindings

@@ -367,3 +367,70 @@ def test_append_then_decode_equals_dense_decode(layout):
             k, v = k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()
         want = fi_core.single_decode_with_kv_cache(q[b], k, v, kv_layout=layout)
         torch.testing.assert_close(out[b], want, rtol=2e-3, atol=2e-3, msg=f"request {b}")
+
+
+def plan_single(wrapper, batch, b, num_qo_heads, num_kv_heads, head_dim, q_dtype, **split):
+    """Plans request b of `batch` alone (its own pages of the same cache)."""
+    first, last = int(batch.indptr[b]), int(batch.indptr[b + 1])
+    wrapper.plan(batch.indptr[b:b + 2] - first, batch.indices[first:last], batch.last_page_len[b:b + 1],
+                 num_qo_heads, num_kv_heads, head_dim, batch.page_size, q_data_type=q_dtype, **split)
+
+
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["cuda_cores", "tensor_cores"])
+def test_fixed_split_size_gives_batch_invariant_outputs(use_tensor_cores):
+    # FlashInfer's fixed_split_size (pages): a request's chunks, and so its output bits, are the
+    # same alone as in a batch (where the automatic split would cut it differently).
+    seed = case_seed("fixed_split", use_tensor_cores)
+    head_dim = HEAD_DIMS[0]
+    kv_lens = [5000, 1, 777, 3000]
+    batch = PagedBatch(kv_lens, 16, 2, head_dim, "bfloat16", seed=seed)
+    q = make_q(len(kv_lens), 8, head_dim, "bfloat16", seed)
+    wrapper = fi_core.BatchDecodeWithPagedKVCacheWrapper(workspace(), use_tensor_cores=use_tensor_cores)
+    wrapper.plan(batch.indptr, batch.indices, batch.last_page_len, 8, 2, head_dim, 16, q_data_type="bfloat16",
+                 fixed_split_size=20)
+    info = wrapper.plan_info()
+    # 20 pages of 16 = 320 keys: 16 + 1 + 3 + 10 chunks.
+    assert info["chunk_len"] == 320 and info["num_work_items"] == 30, info
+    out = torch.full_like(q, float("nan"))
+    lse = torch.full(q.shape[:2], float("nan"), device="cuda")
+    wrapper.run(q, batch.cache, out=out, lse=lse)
+    check_against_reference(batch, q, out, lse, {}, {}, "bfloat16")
+    for b in range(len(kv_lens)):
+        single = fi_core.BatchDecodeWithPagedKVCacheWrapper(workspace(), use_tensor_cores=use_tensor_cores)
+        plan_single(single, batch, b, 8, 2, head_dim, "bfloat16", fixed_split_size=20)
+        alone, alone_lse = single.run(q[b:b + 1], batch.cache, return_lse=True)
+        assert torch.equal(alone[0], out[b]) and torch.equal(alone_lse[0], lse[b]), f"request {b}"
+
+
+@pytest.mark.parametrize("use_tensor_cores", [False, True], ids=["cuda_cores", "tensor_cores"])
+def test_disable_split_kv_runs_each_request_whole(use_tensor_cores):
+    seed = case_seed("no_split", use_tensor_cores)
+    head_dim = HEAD_DIMS[-1]
+    kv_lens = [70001, 3, 9000]
+    batch = PagedBatch(kv_lens, 16, 2, head_dim, "float16", seed=seed)
+    q = make_q(len(kv_lens), 8, head_dim, "float16", seed)
+    wrapper = fi_core.BatchDecodeWithPagedKVCacheWrapper(workspace(), use_tensor_cores=use_tensor_cores)
+    wrapper.plan(batch.indptr, batch.indices, batch.last_page_len, 8, 2, head_dim, 16, q_data_type="float16",
+                 disable_split_kv=True)
+    info = wrapper.plan_info()
+    assert (info["num_work_items"], info["num_partial_rows"], info["chunk_len"]) == (3, 0, 70001), info
+    out, lse = wrapper.run(q, batch.cache, return_lse=True)
+    check_against_reference(batch, q, out, lse, {}, {}, "float16")
+
+
+def test_fixed_split_beyond_the_cuda_graph_grid_is_refused():
+    head_dim = HEAD_DIMS[0]
+    batch = PagedBatch([16384, 16384], 16, 2, head_dim, "bfloat16", seed=case_seed("graph_split"))
+    buffers = dict(indptr_buffer=torch.empty(3, dtype=torch.int32, device="cuda"),
+                   indices_buffer=torch.empty(2048, dtype=torch.int32, device="cuda"),
+                   last_page_len_buffer=torch.empty(2, dtype=torch.int32, device="cuda"))
+    wrapper = fi_core.CUDAGraphBatchDecodeWithPagedKVCacheWrapper(workspace(), **buffers)
+    # One page a chunk: 2048 columns, more than max(batch size, one wave) on any GPU of today.
+    with pytest.raises(ValueError, match="fixed_split_size: chunks of 1 pages make 2048 grid columns, more than"):
+        wrapper.plan(batch.indptr, batch.indices, batch.last_page_len, 8, 2, head_dim, 16, q_data_type="bfloat16",
+                     fixed_split_size=1)
+    # Whole requests always fit.
+    wrapper.plan(batch.indptr, batch.indices, batch.last_page_len, 8, 2, head_dim, 16, q_data_type="bfloat16",
+                 disable_split_kv=True)
+    q = make_q(2, 8, head_dim, "bfloat16", 0)
+    check_against_reference(batch, q, wrapper.run(q, batch.cache), None, {}, {}, "bfloat16")

@@ -102,14 +102,16 @@ def test_workspace_and_run_before_plan():
         fi_core.BatchDecodeWithPagedKVCacheWrapper(FakeCudaArray((16,), "uint8"), kv_layout="NDH")
 
 
-def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size):
+def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size, fixed_chunk_len=0):
     indptr, _, last = page_table(kv_lens, page_size, random.Random(1))
     work, state_indptr, chunk_len = _C.schedule_batch_decode(indptr, last, page_size, window_left, max_items,
-                                                             tokens_per_step, grid_size)
+                                                             tokens_per_step, grid_size, fixed_chunk_len)
     batch = len(kv_lens)
     real = [w for w in work if w[0] >= 0]
     assert all(w[0] == -1 for w in work[len(real):]), "padding only at the end"
     assert len(work) == max(grid_size, len(real))
+    if fixed_chunk_len:
+        return check_fixed_chunks(kv_lens, window_left, fixed_chunk_len, real, chunk_len)
     assert chunk_len % tokens_per_step == 0
     covered = {b: [] for b in range(batch)}
     for request, partial_row, begin, end, kv_len, page_begin in real:
@@ -140,6 +142,22 @@ def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, 
     return chunk_len, len(real)
 
 
+def visible_first(n, window_left):
+    return n - 1 - window_left if 0 <= window_left and window_left + 1 < n else 0
+
+
+def check_fixed_chunks(kv_lens, window_left, fixed_chunk_len, real, chunk_len):
+    """A fixed chunk length cuts every request's visible keys into chunks of exactly that many keys
+    (the last one shorter), whatever the batch and the wave."""
+    for b, n in enumerate(kv_lens):
+        first = visible_first(n, window_left)
+        expected = [(k, min(k + fixed_chunk_len, n)) for k in range(first, n, fixed_chunk_len)] or [(first, n)]
+        assert sorted((w[2], w[3]) for w in real if w[0] == b) == expected, f"request {b}"
+    longest = max([n - visible_first(n, window_left) for n in kv_lens] + [1])
+    assert chunk_len == min(fixed_chunk_len, longest)
+    return chunk_len, len(real)
+
+
 @pytest.mark.parametrize("trial", range(40))
 def test_schedule_covers_every_key_once(trial):
     rng = random.Random(case_seed("schedule", trial))
@@ -152,6 +170,9 @@ def test_schedule_covers_every_key_once(trial):
     tokens_per_step = rng.choice([8, 16, 32])
     grid_size = rng.choice([0, max(batch, max_items)])
     check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size)
+    # Fixed chunks (fixed_split_size pages, or every request whole): the same coverage rules.
+    fixed_chunk_len = rng.choice([1, 7, 16, 128, 4096, 2**32 - 1])
+    check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, 0, fixed_chunk_len)
 
 
 def test_schedule_splits_to_fill_the_gpu():
@@ -162,3 +183,31 @@ def test_schedule_splits_to_fill_the_gpu():
     assert check_schedule([4096] * 200, 16, -1, 132, 16, 0) == (4096, 200)
     chunk_len, items = check_schedule([300] * 2, 16, -1, 132, 16, 0)
     assert chunk_len == MIN_CHUNK and items == 6
+
+
+def test_fixed_chunks_do_not_depend_on_the_batch():
+    # 3 requests alone and among 300 others (which fill the wave): the same chunks of 320 keys.
+    alone = _C.schedule_batch_decode(*page_table([5000, 1, 777], 16, random.Random(2))[::2], 16, -1, 132, 64, 0, 320)
+    kv_lens = [5000, 1, 777] + [4096] * 300
+    indptr, _, last = page_table(kv_lens, 16, random.Random(2))
+    crowded = _C.schedule_batch_decode(indptr, last, 16, -1, 132, 64, 0, 320)
+    ranges = lambda work, b: [(w[2], w[3]) for w in work if w[0] == b]  # noqa: E731
+    for b in range(3):
+        assert ranges(alone[0], b) == ranges(crowded[0], b)
+    # 5000 keys: 15 chunks of 320 and one of 200; 1 key: one chunk; 777 keys: 320 + 320 + 137.
+    assert [len(ranges(alone[0], b)) for b in range(3)] == [16, 1, 3]
+    assert ranges(alone[0], 2) == [(0, 320), (320, 640), (640, 777)]
+    # Without a fixed length the lone requests would be split to fill the wave instead.
+    automatic = _C.schedule_batch_decode(*page_table([5000, 1, 777], 16, random.Random(2))[::2], 16, -1, 132, 64, 0)
+    assert automatic[2] != 320
+
+
+def test_split_options_validation():
+    expect_plan(ValueError, "fixed_split_size: expected a positive number of pages, or None or -1 for the "
+                "automatic split, got 0", fixed_split_size=0)
+    expect_plan(ValueError, "got -3", fixed_split_size=-3)
+    expect_plan(TypeError, "fixed_split_size: expected an int, got float", fixed_split_size=4.0)
+    expect_plan(ValueError, "fixed_split_size, disable_split_kv: expected at most one of them, got both",
+                fixed_split_size=4, disable_split_kv=True)
+    expect_plan(ValueError, "fixed_split_size: expected chunks of fewer than 2^31 keys, got 134217728 pages of 16",
+                fixed_split_size=2**27)

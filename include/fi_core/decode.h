@@ -74,6 +74,13 @@ struct BatchDecodePlanArgs {
   PosEncodingMode pos_encoding_mode = PosEncodingMode::kNone;
   int32_t window_left = -1;
   float logits_soft_cap = 0.f, sm_scale = 0.f, rope_scale = 1.f, rope_theta = 1e4f;
+  // How requests are cut into chunks, one CTA column each (FlashInfer's plan options). Default:
+  // the shortest chunk (a multiple of the kernel step) whose chunks fill one wave. fixed_split_pages
+  // > 0: chunks of that many pages, so a request's output does not depend on the rest of the batch.
+  // disable_split_kv: every request whole (no merge). At most one of the two; in CUDA-graph mode a
+  // fixed split must fit the graph's grid (max(batch size, one wave)).
+  int64_t fixed_split_pages = 0;
+  bool disable_split_kv = false;
 };
 
 // The result of plan_batch_decode, consumed by batch_decode. Owns a pinned staging buffer.
@@ -118,7 +125,8 @@ Status batch_decode(const BatchDecodeRunArgs& args, const BatchDecodePlan& plan,
 
 // The batch scheduler on its own, on the host (no GPU needed), for tests and tools: the grid
 // columns plan_batch_decode would make for a page table, given how many columns fill one wave
-// (max_items), the kernel step (tokens_per_step) and, for CUDA-graph mode, the padded grid size.
+// (max_items), the kernel step (tokens_per_step), a fixed chunk length in keys (0: automatic)
+// and, for CUDA-graph mode, the padded grid size.
 struct BatchDecodeWorkItem {
   int32_t request;      // -1: padding
   int32_t partial_row;  // -1: writes the output directly
@@ -133,6 +141,6 @@ struct BatchDecodeSchedule {
 };
 Status schedule_batch_decode(const TensorView& indptr, const TensorView& last_page_len, int64_t page_size,
                              int32_t window_left, uint32_t max_items, uint32_t tokens_per_step,
-                             uint32_t grid_size, BatchDecodeSchedule* schedule);
+                             uint32_t fixed_chunk_len, uint32_t grid_size, BatchDecodeSchedule* schedule);
 
 }  // namespace fi_core

@@ -136,7 +136,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
              logits_soft_cap: Optional[float] = None, q_data_type: Any = "float16",
              kv_data_type: Any = None, data_type: Any = None, sm_scale: Optional[float] = None,
              rope_scale: Optional[float] = None, rope_theta: Optional[float] = None,
-             non_blocking: bool = True, stream: Any = None) -> None:
+             non_blocking: bool = True, fixed_split_size: Optional[int] = None,
+             disable_split_kv: bool = False, stream: Any = None) -> None:
         """Plans decode for a batch whose page table is indptr [batch_size + 1], indices and
         last_page_len [batch_size] (int32). indptr and last_page_len are read on the host (GPU
         arrays are copied back, which waits for them); indices on the host are checked (page ids
@@ -147,7 +148,23 @@ class BatchDecodeWithPagedKVCacheWrapper:
         it). The schedule is copied to the GPU on `stream` (default: the workspace framework's
         current stream) from pinned memory, so plan() returns without waiting for the GPU;
         non_blocking is accepted for compatibility.
+
+        Each request is cut into chunks of keys, one CTA column each, merged afterwards. By default
+        the chunks are the shortest that fill one wave of the GPU. fixed_split_size (pages; None or
+        -1: the default) cuts every request into chunks of that many pages instead, so that its
+        output is bit for bit the same whatever else is in the batch; disable_split_kv keeps every
+        request whole. In CUDA-graph mode a fixed split must fit the captured grid (max(batch size,
+        one wave) columns).
         """
+        # None, or FlashInfer's own spelling of it (-1): the automatic split (0 below).
+        fixed_split_pages = -1 if fixed_split_size is None else integer(fixed_split_size, "fixed_split_size")
+        if fixed_split_pages == -1:
+            fixed_split_pages = 0
+        elif fixed_split_pages <= 0:
+            raise ValueError(f"fixed_split_size: expected a positive number of pages, or None or -1 for the "
+                             f"automatic split, got {fixed_split_pages}")
+        if fixed_split_pages and disable_split_kv:
+            raise ValueError("fixed_split_size, disable_split_kv: expected at most one of them, got both")
         indptr_host = host_int32(indptr, "indptr")
         # Page ids on the GPU are used where they are (as FlashInfer does): the plan neither copies
         # nor checks them, and the wrapper keeps them alive for its runs.
@@ -175,6 +192,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
             head_dim=integer(head_dim, "head_dim"), page_size=integer(page_size, "page_size"),
             q_dtype=q_dtype, kv_dtype=kv_dtype,
             **attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta),
+            fixed_split_pages=fixed_split_pages, disable_split_kv=bool(disable_split_kv),
             stream=stream_handle(stream, self._workspace_framework))
         self._indices = indices_arg
 

@@ -78,10 +78,13 @@ struct BatchDecodeSchedule {
 // Request b holds pages indptr[b] .. indptr[b + 1] - 1, its last page filled to last_page_len[b];
 // a request without pages has no keys. `max_items` is how many grid columns fit in one wave;
 // `grid_size` > 0 pads the grid to that many columns (CUDA-graph mode, where the launch shape is
-// fixed at capture: it must be at least max(batch, max_items)).
+// fixed at capture: it must be at least max(batch, max_items)). `fixed_chunk_len` > 0 replaces
+// the automatic chunk length: every request is cut into chunks of that many keys from its first
+// visible key, whatever the rest of the batch (FlashInfer's fixed_split_size, which makes a
+// request's output independent of the batch; a length no request reaches keeps requests whole).
 inline void schedule_batch_decode(const int32_t* indptr, const int32_t* last_page_len, uint32_t batch,
                                   uint32_t page_size, int32_t window_left, uint32_t max_items,
-                                  uint32_t tokens_per_step, uint32_t grid_size,
+                                  uint32_t tokens_per_step, uint32_t fixed_chunk_len, uint32_t grid_size,
                                   BatchDecodeSchedule* s) {
   std::vector<uint32_t> kv_len(batch), first(batch);
   uint32_t longest = 0;
@@ -104,7 +107,7 @@ inline void schedule_batch_decode(const int32_t* indptr, const int32_t* last_pag
   // lengths are searched in units of kernel steps; the longest request in one chunk always fits.
   const uint32_t longest_steps = math::ceil_div(std::max(longest, 1u), tokens_per_step);
   uint32_t steps = longest_steps;
-  if (batch < max_items) {
+  if (fixed_chunk_len == 0 && batch < max_items) {
     uint32_t lo = math::ceil_div(std::max(kMinDecodeChunkLen, tokens_per_step), tokens_per_step);
     uint32_t hi = std::max(longest_steps, lo);
     while (lo < hi) {
@@ -114,7 +117,7 @@ inline void schedule_batch_decode(const int32_t* indptr, const int32_t* last_pag
     }
     steps = lo;
   }
-  const uint32_t chunk = steps * tokens_per_step;
+  const uint32_t chunk = fixed_chunk_len > 0 ? std::min(fixed_chunk_len, std::max(longest, 1u)) : steps * tokens_per_step;
   s->chunk_len = chunk;
   s->work.clear();
   s->state_indptr.assign(batch + 1, 0);
