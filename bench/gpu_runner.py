@@ -345,7 +345,7 @@ def planned_batch_decode(library, inputs, p, use_tensor_cores):
     planned.wrapper = wrapper_class(planned.workspace, "NHD", use_tensor_cores=use_tensor_cores)
 
     def plan():
-        split = {"fixed_split_size": p["split_pages"]} if p.get("split_pages") else {}
+        split = {"fixed_split_size": p["split_pages"]} if p["split_pages"] else {}
         planned.wrapper.plan(inputs.indptr, inputs.indices, inputs.last_page_len, p["num_qo_heads"],
                              p["num_kv_heads"], p["head_dim"], p["page_size"],
                              q_data_type=torch.bfloat16, kv_data_type=TORCH_DTYPES[p["kv_dtype"]], **split)

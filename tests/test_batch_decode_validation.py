@@ -102,6 +102,10 @@ def test_workspace_and_run_before_plan():
         fi_core.BatchDecodeWithPagedKVCacheWrapper(FakeCudaArray((16,), "uint8"), kv_layout="NDH")
 
 
+def visible_first(n, window_left):
+    return n - 1 - window_left if 0 <= window_left and window_left + 1 < n else 0
+
+
 def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size, fixed_chunk_len=0):
     indptr, _, last = page_table(kv_lens, page_size, random.Random(1))
     work, state_indptr, chunk_len = _C.schedule_batch_decode(indptr, last, page_size, window_left, max_items,
@@ -121,7 +125,7 @@ def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, 
         assert end - begin <= chunk_len
     rows = []
     for b, n in enumerate(kv_lens):
-        first = n - 1 - window_left if 0 <= window_left and window_left + 1 < n else 0
+        first = visible_first(n, window_left)
         ranges = sorted(covered[b])
         assert ranges, f"request {b} has no column"
         # Consecutive, non-overlapping ranges covering exactly the visible keys [first, n).
@@ -140,10 +144,6 @@ def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, 
     else:
         assert len(real) == batch, "a batch that fills the wave is not split"
     return chunk_len, len(real)
-
-
-def visible_first(n, window_left):
-    return n - 1 - window_left if 0 <= window_left and window_left + 1 < n else 0
 
 
 def check_fixed_chunks(kv_lens, window_left, fixed_chunk_len, real, chunk_len):
