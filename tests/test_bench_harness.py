@@ -464,6 +464,17 @@ def test_profile_refuses_what_it_cannot_run(capsys):
     assert "sdpa-flash does not implement" in capsys.readouterr().err
 
 
+def test_split_sweep_maps_choices_to_plan_options():
+    from bench import split_sweep
+    args = split_sweep.parse_args(["--batch", "16", "--split", "auto", "--split", "whole", "--split", "64"])
+    assert args.batch == [16] and args.kv_len == 32768 and args.heads == "32/8"
+    assert [split_sweep.plan_options(s) for s in args.split] == [
+        {}, {"disable_split_kv": True}, {"fixed_split_size": 64}]
+    for bad in ("0", "-4", "half"):
+        with pytest.raises(SystemExit):
+            split_sweep.parse_args(["--batch", "1", "--split", bad])
+
+
 # ---------------------------------------------------------------------------------------------
 # bench.compare: base / change / base-again table
 # ---------------------------------------------------------------------------------------------
