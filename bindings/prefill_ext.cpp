@@ -62,7 +62,7 @@ void bind_prefill(nb::module_& m) {
          OptionalArray custom_mask_buffer, OptionalArray mask_indptr_buffer, int64_t num_qo_heads,
          int64_t num_kv_heads, int64_t head_dim, std::string q_dtype, std::string kv_dtype, bool causal,
          int pos_encoding_mode, int window_left, float logits_soft_cap, float sm_scale, float rope_scale,
-         float rope_theta, uintptr_t stream) {
+         float rope_theta, int64_t fixed_split_size, bool disable_split_kv, uintptr_t stream) {
         fi_core::BatchPrefillPlanArgs a;
         a.paged = paged;
         a.qo_indptr = view(qo_indptr, "qo_indptr");
@@ -91,6 +91,8 @@ void bind_prefill(nb::module_& m) {
         a.sm_scale = sm_scale;
         a.rope_scale = rope_scale;
         a.rope_theta = rope_theta;
+        a.fixed_split_size = fixed_split_size;
+        a.disable_split_kv = disable_split_kv;
         throw_if_error(fi_core::plan_batch_prefill(a, &plan, as_stream(stream)));
       },
       "plan"_a, "paged"_a, "qo_indptr"_a.none(), "kv_indptr"_a.none(), "indices"_a.none(),
@@ -99,7 +101,7 @@ void bind_prefill(nb::module_& m) {
       "last_page_len_buffer"_a.none(), "packed_custom_mask"_a.none(), "custom_mask_buffer"_a.none(),
       "mask_indptr_buffer"_a.none(), "num_qo_heads"_a, "num_kv_heads"_a, "head_dim"_a, "q_dtype"_a,
       "kv_dtype"_a, "causal"_a, "pos_encoding_mode"_a, "window_left"_a, "logits_soft_cap"_a, "sm_scale"_a,
-      "rope_scale"_a, "rope_theta"_a, "stream"_a,
+      "rope_scale"_a, "rope_theta"_a, "fixed_split_size"_a, "disable_split_kv"_a, "stream"_a,
       "Plans a batch prefill from host index arrays; copies the schedule to the device on `stream`.");
 
   m.def(
@@ -133,11 +135,13 @@ void bind_prefill(nb::module_& m) {
   m.def(
       "schedule_batch_prefill",
       [](OptionalArray qo_indptr, OptionalArray kv_lens, int64_t num_qo_heads, int64_t num_kv_heads, bool causal,
-         int window_left, uint32_t query_tile_rows, uint32_t max_items, uint32_t grid_size, uint32_t merge_rows) {
+         int window_left, uint32_t query_tile_rows, uint32_t max_items, uint32_t grid_size, uint32_t merge_rows,
+         uint32_t fixed_chunk_len) {
         fi_core::BatchPrefillSchedule s;
         throw_if_error(fi_core::schedule_batch_prefill(view(qo_indptr, "qo_indptr"), view(kv_lens, "kv_lens"),
                                                        num_qo_heads, num_kv_heads, causal, window_left,
-                                                       query_tile_rows, max_items, grid_size, merge_rows, &s));
+                                                       query_tile_rows, max_items, fixed_chunk_len, grid_size,
+                                                       merge_rows, &s));
         std::vector<std::tuple<int32_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t, uint32_t,
                                int32_t, uint32_t, uint32_t>>
             work;
@@ -147,9 +151,10 @@ void bind_prefill(nb::module_& m) {
         return std::make_tuple(work, s.state_indptr, s.query_tile_rows, s.chunk_len, s.num_tiles);
       },
       "qo_indptr"_a.none(), "kv_lens"_a.none(), "num_qo_heads"_a, "num_kv_heads"_a, "causal"_a, "window_left"_a,
-      "query_tile_rows"_a, "max_items"_a, "grid_size"_a, "merge_rows"_a,
+      "query_tile_rows"_a, "max_items"_a, "grid_size"_a, "merge_rows"_a, "fixed_chunk_len"_a = 0,
       "The batch-prefill scheduler alone (host only): ([(request, qo_begin, qo_len, kv_len, row_begin, row_end, "
-      "kv_begin, kv_end, partial_state, num_chunks, chunk)], state_indptr, query_tile_rows, chunk_len, num_tiles).");
+      "kv_begin, kv_end, partial_state, num_chunks, chunk)], state_indptr, query_tile_rows, chunk_len, num_tiles); "
+      "fixed_chunk_len > 0 cuts tiles into chunks of that many keys.");
 }
 
 }  // namespace fi_core_bindings

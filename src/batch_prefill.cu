@@ -187,6 +187,18 @@ Status check_plan_options(const BatchPrefillPlanArgs& a) {
            ") or an fp8 type (float8_e4m3fn, float8_e5m2), got " + dtype_name(a.kv_dtype);
   });
   c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale, a.rope_theta);
+  const char* unit = a.paged ? " pages" : " keys";
+  c.require(a.fixed_split_size >= 0, [&] {
+    return "fixed_split_size: expected a positive number of" + std::string(unit) + ", got " + num(a.fixed_split_size);
+  });
+  c.require(a.fixed_split_size == 0 || !a.disable_split_kv, [] {
+    return std::string("fixed_split_size, disable_split_kv: expected at most one of them, got both");
+  });
+  const int64_t keys_per_unit = a.paged ? std::max<int64_t>(a.page_size, 1) : 1;
+  c.require(a.fixed_split_size < (int64_t(1) << 31) / keys_per_unit, [&] {
+    return "fixed_split_size: expected chunks of fewer than 2^31 keys, got " + num(a.fixed_split_size) + unit +
+           (a.paged ? " of " + num(a.page_size) : std::string());
+  });
   return c.status();
 }
 
@@ -332,9 +344,18 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   }
   flashinfer::attention::BatchPrefillSchedule schedule;
   // A custom mask replaces the causal bound: every key up to kv_len may be visible.
+  const uint32_t fixed_chunk_len = a.disable_split_kv ? std::numeric_limits<uint32_t>::max()
+                                                      : uint32_t(a.fixed_split_size * (a.paged ? a.page_size : 1));
   flashinfer::attention::schedule_batch_prefill(qo_indptr, kv_len.data(), kv_start.data(), batch, tiling,
-                                                a.causal && !has_mask, a.window_left, max_items, graph_grid,
-                                                merge_rows, &schedule);
+                                                a.causal && !has_mask, a.window_left, max_items, fixed_chunk_len,
+                                                graph_grid, merge_rows, &schedule);
+  if (a.use_cuda_graph && (schedule.work.size() > graph_grid || schedule.num_partial_states > graph_states)) {
+    return {StatusCode::kValueError,
+            "fixed_split_size: chunks of " + num(a.fixed_split_size) + (a.paged ? " pages" : " keys") + " make " +
+                num(int64_t(schedule.work.size())) + " grid columns and " + num(schedule.num_partial_states) +
+                " partial states, more than the CUDA graph's " + num(graph_grid) + " and " + num(graph_states) +
+                " (one wave of chunks); expected a larger fixed_split_size"};
+  }
 
   // The schedule into the workspace (host page ids travel with it; in CUDA-graph mode the page
   // table and the index arrays go to the caller's buffers). The mask bits stay where the caller has
@@ -423,8 +444,8 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
 
 Status schedule_batch_prefill(const TensorView& qo_indptr, const TensorView& kv_lens, int64_t num_qo_heads,
                               int64_t num_kv_heads, bool causal, int32_t window_left, uint32_t query_tile_rows,
-                              uint32_t max_items, uint32_t grid_size, uint32_t merge_rows,
-                              BatchPrefillSchedule* out) {
+                              uint32_t max_items, uint32_t fixed_chunk_len, uint32_t grid_size,
+                              uint32_t merge_rows, BatchPrefillSchedule* out) {
   Checker c;
   host_int32_vector(c, qo_indptr, "qo_indptr", "[batch_size + 1]");
   host_int32_vector(c, kv_lens, "kv_lens", "[batch_size]");
@@ -463,7 +484,7 @@ Status schedule_batch_prefill(const TensorView& qo_indptr, const TensorView& kv_
                                                                                        uint64_t(batch), 128);
   flashinfer::attention::BatchPrefillSchedule s;
   flashinfer::attention::schedule_batch_prefill(qo, kv_len.data(), kv_start.data(), uint32_t(batch), {group, rows},
-                                                causal, window_left, max_items, grid_size,
+                                                causal, window_left, max_items, fixed_chunk_len, grid_size,
                                                 std::max(merge_rows, total_rows), &s);
   out->work.clear();
   for (const PrefillWork& w : s.work)

@@ -223,6 +223,56 @@ def test_split_kv_plans(form, causal):
     assert info["num_work_items"] > info["num_tiles"], info
 
 
+@pytest.mark.parametrize("form", ["ragged", "paged16"])
+def test_fixed_split_size_gives_batch_invariant_outputs(form):
+    # FlashInfer's fixed_split_size (keys for ragged, pages for paged): with the same query tile
+    # (48 tokens x 4 heads a request: 128-row tiles alone and in the batch), a request's tiles are
+    # cut into the same chunks alone as in the batch, so its output bits are the same.
+    seed = case_seed("batch_prefill_fixed_split", form)
+    qo_lens, kv_lens = [48, 48, 48], [3000, 48, 9000]
+    batch = Batch(qo_lens, kv_lens, 2, 4, HEAD_DIMS[0], "bfloat16", form, "NHD", seed)
+    split = 320 if form == "ragged" else 20  # 320 keys either way
+    wrapper, out, lse = run_checked(batch, "bfloat16", causal=True, fixed_split_size=split)
+    info = wrapper.plan_info()
+    assert info["chunk_len"] == 320 and info["num_partial_states"] > 0, info
+    for b in range(len(qo_lens)):
+        rows = slice(int(batch.qo_indptr[b]), int(batch.qo_indptr[b + 1]))
+        single = batch.wrapper()
+        if form == "ragged":
+            keys = slice(int(batch.kv_indptr[b]), int(batch.kv_indptr[b + 1]))
+            single.plan(csr([qo_lens[b]]), csr([kv_lens[b]]), batch.num_qo_heads, batch.num_kv_heads,
+                        batch.head_dim, q_data_type=batch.q.dtype, causal=True, fixed_split_size=split)
+            alone, alone_lse = single.run(batch.q[rows], batch.k[keys], batch.v[keys], return_lse=True)
+        else:
+            pages = slice(int(batch.kv_indptr[b]), int(batch.kv_indptr[b + 1]))
+            single.plan(csr([qo_lens[b]]), csr([pages.stop - pages.start]), batch.indices[pages],
+                        batch.last_page_len[b:b + 1], batch.num_qo_heads, batch.num_kv_heads, batch.head_dim,
+                        batch.page_size, q_data_type=batch.q.dtype, causal=True, fixed_split_size=split)
+            alone, alone_lse = single.run(batch.q[rows], batch.cache, return_lse=True)
+        assert single.plan_info()["query_tile_rows"] == info["query_tile_rows"]
+        assert torch.equal(alone, out[rows]) and torch.equal(alone_lse, lse[rows]), f"request {b}"
+
+
+@pytest.mark.parametrize("form", ["ragged", "paged1"])
+def test_disable_split_kv_keeps_every_tile_whole(form):
+    # The batch of test_split_kv_plans, which the automatic plan splits.
+    seed = case_seed("batch_prefill_no_split", form)
+    batch = Batch([3, 1, 40], [20000, 7001, 9000], 2, 4, HEAD_DIMS[0], "float16", form, "NHD", seed)
+    wrapper, _, _ = run_checked(batch, "float16", causal=True, disable_split_kv=True)
+    info = wrapper.plan_info()
+    assert info["num_partial_states"] == 0 and info["num_work_items"] == info["num_tiles"], info
+
+
+def test_fixed_split_beyond_the_cuda_graph_grid_is_refused():
+    batch = Batch([4, 4], [16384, 16384], 2, 4, HEAD_DIMS[0], "float16", "ragged", "NHD",
+                  case_seed("batch_prefill_graph_split"))
+    graphed = GraphedWrapper("ragged", 2, 8, HEAD_DIMS[0], 0, 32768)
+    # 1-key chunks: 32768 columns, far more than one wave.
+    with pytest.raises(ValueError, match="fixed_split_size: chunks of 1 keys make 32768 grid columns"):
+        batch.plan(graphed.wrapper, causal=True, fixed_split_size=1)
+    batch.plan(graphed.wrapper, causal=True, fixed_split_size=8192)  # 4 columns: fits
+
+
 def test_large_batch_is_not_split_and_long_requests_mix_with_short():
     seed = case_seed("batch_prefill_large")
     rng = random.Random(seed)

@@ -261,14 +261,19 @@ def visible(qo_len, kv_len, token, causal, window_left):
     return begin, pos + 1 if causal else kv_len
 
 
-def schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_items, grid_size=0, merge_rows=0):
+def schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_items, grid_size=0, merge_rows=0,
+             fixed_chunk_len=0):
     return _C.schedule_batch_prefill(csr(qo_lens), np.array(kv_lens, np.int32), group * 2, 2, causal, window_left,
-                                     tile_rows, max_items, grid_size, merge_rows)
+                                     tile_rows, max_items, grid_size, merge_rows, fixed_chunk_len)
 
 
-def check_schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_items, grid_size=0, merge_rows=0):
+def check_schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_items, grid_size=0, merge_rows=0,
+                   fixed_chunk_len=0):
+    """Checks a schedule against the lengths; fixed_chunk_len as plan()'s fixed_split_size in keys
+    (0: the automatic split; 2^32 - 1: disable_split_kv)."""
     work, state_indptr, rows, chunk_len, num_tiles = schedule(qo_lens, kv_lens, group, causal, window_left,
-                                                              tile_rows, max_items, grid_size, merge_rows)
+                                                              tile_rows, max_items, grid_size, merge_rows,
+                                                              fixed_chunk_len)
     qo_indptr = csr(qo_lens)
     nnz = int(qo_indptr[-1])
     if tile_rows == 0:
@@ -302,8 +307,12 @@ def check_schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_
         _, tile_end = visible(qo_len, kv_len, last, causal, window_left)
         assert tile_begin <= kv_begin and kv_end <= tile_end, "a column reads only keys its tile sees"
         if num_chunks > 1:
-            assert chunk_len > 0 and kv_end - kv_begin <= chunk_len and chunk_len % STEP == 0
-            assert kv_begin == tile_begin + chunk * chunk_len, "chunks in whole kernel steps"
+            assert chunk_len > 0 and kv_end - kv_begin <= chunk_len
+            if fixed_chunk_len:
+                assert chunk_len == fixed_chunk_len, "the fixed length, whatever the wave"
+            else:
+                assert chunk_len % STEP == 0, "chunks in whole kernel steps"
+            assert kv_begin == tile_begin + chunk * chunk_len, "chunks counted from the tile's first visible key"
         else:
             assert partial == -1 and (kv_begin, kv_end) == (tile_begin, tile_end)
         span = tiles.setdefault((request, row_begin), [row_end, [], num_chunks])
@@ -338,9 +347,15 @@ def check_schedule(qo_lens, kv_lens, group, causal, window_left, tile_rows, max_
         assert len(got) == len(set(got))
     assert sum(len(v) for v in states.values()) == (int(state_indptr[-1]) * group if states else 0)
 
+    assert num_tiles == len(tiles)
+    if fixed_chunk_len:
+        # Every tile cut into chunks of the fixed length (or whole), however full the wave.
+        for _, covered, num_chunks in tiles.values():
+            keys = max(e for _, e in covered) - min(b for b, _ in covered)
+            assert num_chunks == max(1, math.ceil(keys / fixed_chunk_len))
+        return rows, chunk_len, len(real)
     # Balance: a batch with enough tiles is not split; else the chunks fit one wave and are as short
     # as the wave allows.
-    assert num_tiles == len(tiles)
     if num_tiles >= max_items:
         assert len(real) == num_tiles and chunk_len == 0
     else:
@@ -388,6 +403,59 @@ def test_schedule_splits_short_batches_with_long_keys():
     # A few long requests on a large GPU: split, the longest column at most 3/4 of a request.
     rows, chunk_len, items = check_schedule([2048, 2048], [2048, 2048], 1, False, -1, 0, 132)
     assert rows == 128 and 0 < chunk_len <= 2048 * 3 // 4 and items <= 132
+
+
+DISABLE_SPLIT = 2**32 - 1  # what plan(disable_split_kv=True) passes as the chunk length
+
+
+@pytest.mark.parametrize("trial", range(30))
+def test_fixed_chunks_cut_every_tile_from_its_first_key(trial):
+    rng = random.Random(case_seed("prefill_fixed_chunks", trial))
+    batch = rng.choice([1, 3, 16])
+    qo_lens = [rng.choice([1, 2, 17, 64, rng.randint(1, 300)]) for _ in range(batch)]
+    kv_lens = [q + rng.choice([0, 63, rng.randint(0, 3000)]) for q in qo_lens]
+    fixed = rng.choice([1, 5, 16, 64, 100, 1024, 100000, DISABLE_SPLIT])
+    check_schedule(qo_lens, kv_lens, rng.choice([1, 4, 8]), rng.random() < 0.6, rng.choice([-1, -1, 7, 300]),
+                   rng.choice([16, 64, 128]), rng.choice([4, 33, 264]), fixed_chunk_len=fixed)
+
+
+def test_fixed_chunks_do_not_depend_on_the_rest_of_the_batch():
+    # A request's columns (key ranges and chunk counts of its tiles) with a fixed chunk length and
+    # query tile are the same alone and in a batch that changes the automatic split.
+    def columns(qo_lens, kv_lens, request, fixed):
+        work = schedule(qo_lens, kv_lens, 4, True, -1, 64, 33, fixed_chunk_len=fixed)[0]
+        return sorted((w[4], w[5], w[6], w[7], w[9], w[10]) for w in work if w[0] == request)
+    alone = columns([100], [5000], 0, 256)
+    assert alone == columns([30, 100, 7], [900, 5000, 12000], 1, 256)
+    # 7 tiles of 16 tokens (64 rows of 4 heads); tile t sees keys up to 4900 + its last token + 1.
+    assert len(alone) == sum(math.ceil((4900 + min(16 * (t + 1), 100)) / 256) for t in range(7))
+    # The automatic split of the same request differs between the two batches.
+    assert columns([100], [5000], 0, 0) != columns([30, 100, 7], [900, 5000, 12000], 1, 0)
+
+
+def test_disable_split_keeps_every_tile_whole():
+    # One request, 4 tokens x 4 heads against 20000 keys would be split over the wave.
+    assert check_schedule([4], [20000], 4, True, -1, 0, 33)[1] > 0
+    rows, chunk_len, items = check_schedule([4], [20000], 4, True, -1, 0, 33, fixed_chunk_len=DISABLE_SPLIT)
+    assert (rows, chunk_len, items) == (16, 0, 1)
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["paged", "ragged"])
+def test_split_option_validation(ragged):
+    unit = "keys" if ragged else "pages"
+    expect_plan(ValueError, f"fixed_split_size: expected a positive number of {unit}, or None or -1 for the "
+                "automatic split, got 0", ragged=ragged, fixed_split_size=0)
+    expect_plan(ValueError, "got -2", ragged=ragged, fixed_split_size=-2)
+    expect_plan(TypeError, "fixed_split_size: expected an int, got float", ragged=ragged, fixed_split_size=4.0)
+    expect_plan(TypeError, "disable_split_kv: expected a bool, got int", ragged=ragged, disable_split_kv=1)
+    expect_plan(ValueError, "fixed_split_size, disable_split_kv: expected at most one of them, got both",
+                ragged=ragged, fixed_split_size=4, disable_split_kv=True)
+    expect_plan(ValueError, "fixed_split_size: expected chunks of fewer than 2^31 keys", ragged=ragged,
+                fixed_split_size=2**31 if ragged else 2**27)
+    # Valid options pass validation and reach the device (no GPU here: a CUDA error).
+    for options in ({"fixed_split_size": 4}, {"fixed_split_size": -1}, {"fixed_split_size": None},
+                    {"disable_split_kv": True}):
+        expect_plan(RuntimeError, "CUDA error", ragged=ragged, **options)
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "zipf"])

@@ -88,6 +88,14 @@ struct BatchPrefillPlanArgs {
   PosEncodingMode pos_encoding_mode = PosEncodingMode::kNone;
   int32_t window_left = -1;
   float logits_soft_cap = 0.f, sm_scale = 0.f, rope_scale = 1.f, rope_theta = 1e4f;
+  // How query tiles are cut into KV chunks, one CTA column each (FlashInfer's plan options).
+  // Default: unsplit when the tiles fill one wave, else the shortest chunk whose chunks fill it.
+  // fixed_split_size > 0: chunks of that many pages (paged) or keys (ragged) from each tile's first
+  // visible key, whatever the rest of the batch. disable_split_kv: every tile whole (no merge). At
+  // most one of the two; in CUDA-graph mode a fixed split must fit the graph's grid and partial
+  // states (those of one wave of chunks).
+  int64_t fixed_split_size = 0;
+  bool disable_split_kv = false;
 };
 
 // The result of plan_batch_prefill, consumed by batch_prefill. Owns a pinned staging buffer.
@@ -138,8 +146,8 @@ Status batch_prefill(const BatchPrefillRunArgs& args, const BatchPrefillPlan& pl
 
 // The batch scheduler on its own, on the host (no GPU needed), for tests and tools: the grid
 // columns plan_batch_prefill would make for these lengths, given how many columns fill one wave
-// (max_items), the query tile (16 or 64 rows; 0: chosen as the plan does) and, for CUDA-graph
-// mode, the padded grid size and merge rows (0: unpadded).
+// (max_items), the query tile (16 or 64 rows; 0: chosen as the plan does), a fixed chunk length in
+// keys (0: automatic) and, for CUDA-graph mode, the padded grid size and merge rows (0: unpadded).
 struct BatchPrefillWorkItem {
   int32_t request;  // -1: padding
   uint32_t qo_begin, qo_len, kv_len;
@@ -157,7 +165,7 @@ struct BatchPrefillSchedule {
 };
 Status schedule_batch_prefill(const TensorView& qo_indptr, const TensorView& kv_lens, int64_t num_qo_heads,
                               int64_t num_kv_heads, bool causal, int32_t window_left, uint32_t query_tile_rows,
-                              uint32_t max_items, uint32_t grid_size, uint32_t merge_rows,
-                              BatchPrefillSchedule* schedule);
+                              uint32_t max_items, uint32_t fixed_chunk_len, uint32_t grid_size,
+                              uint32_t merge_rows, BatchPrefillSchedule* schedule);
 
 }  // namespace fi_core

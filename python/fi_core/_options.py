@@ -38,6 +38,19 @@ def integer(value, arg: str) -> int:
     return value
 
 
+def split_size(value, unit: str) -> int:
+    """plan()'s fixed_split_size for the C++ API: None, or FlashInfer's own spelling of it (-1), is
+    the automatic split (0); the C++ API checks the rest (e.g. that disable_split_kv is not also
+    given)."""
+    size = -1 if value is None else integer(value, "fixed_split_size")
+    if size == -1:
+        return 0
+    if size <= 0:
+        raise ValueError(f"fixed_split_size: expected a positive number of {unit}, or None or -1 for the "
+                         f"automatic split, got {size}")
+    return size
+
+
 def optional_flag(value: Optional[bool], arg: str) -> bool:
     if value is None or isinstance(value, bool):
         return bool(value)

@@ -7,7 +7,7 @@ from typing import Any, Optional, Tuple, Union
 from . import _C
 from ._frameworks import (KV_IN_K, attention_inputs, attention_outputs, dtype_name, framework_of,
                           host_int32, plain_input, stream_handle)
-from ._options import attention_options, integer, kv_layout_code, optional_flag, scalar
+from ._options import attention_options, integer, kv_layout_code, optional_flag, scalar, split_size
 
 
 def single_decode_with_kv_cache(
@@ -156,14 +156,7 @@ class BatchDecodeWithPagedKVCacheWrapper:
         request whole. In CUDA-graph mode a fixed split must fit the captured grid (max(batch size,
         one wave) columns).
         """
-        # None, or FlashInfer's own spelling of it (-1): the automatic split, 0 for the C++ API (which
-        # checks the rest, e.g. that disable_split_kv is not also given).
-        fixed_split_pages = -1 if fixed_split_size is None else integer(fixed_split_size, "fixed_split_size")
-        if fixed_split_pages == -1:
-            fixed_split_pages = 0
-        elif fixed_split_pages <= 0:
-            raise ValueError(f"fixed_split_size: expected a positive number of pages, or None or -1 for the "
-                             f"automatic split, got {fixed_split_pages}")
+        fixed_split_pages = split_size(fixed_split_size, "pages")
         indptr_host = host_int32(indptr, "indptr")
         # Page ids on the GPU are used where they are (as FlashInfer does): the plan neither copies
         # nor checks them, and the wrapper keeps them alive for its runs.

@@ -8,7 +8,7 @@ from typing import Any, Optional, Tuple, Union
 from . import _C
 from ._frameworks import (KV_IN_K, attention_inputs, attention_outputs, dtype_name, framework_of, host_int32,
                           plain_input, stream_handle)
-from ._options import attention_options, integer, kv_layout_code, optional_flag, scalar
+from ._options import attention_options, integer, kv_layout_code, optional_flag, scalar, split_size
 from .quantization import packbits, segment_packbits
 
 # Custom masks (FlashInfer's semantics): a request's [qo_len, kv_len] booleans, true where query
@@ -209,8 +209,9 @@ class _BatchPrefillWrapper:
     def _plan_batch(self, qo_indptr, kv_indptr, indices, last_page_len, page_size, num_qo_heads, num_kv_heads,
                     head_dim_qk, head_dim_vo, custom_mask, packed_custom_mask, causal, pos_encoding_mode,
                     use_fp16_qk_reduction, sm_scale, window_left, logits_soft_cap, rope_scale, rope_theta,
-                    q_data_type, kv_data_type, stream):
+                    q_data_type, kv_data_type, fixed_split_size, disable_split_kv, stream):
         head_dim_qk = integer(head_dim_qk, "head_dim_qk")
+        split_units = split_size(fixed_split_size, "pages" if self._paged else "keys")
         if head_dim_vo is not None and integer(head_dim_vo, "head_dim_vo") != head_dim_qk:
             raise ValueError(f"head_dim_vo: expected None or head_dim_qk ({head_dim_qk}), got {head_dim_vo} "
                              "(different head dims for q.k and v are not supported yet)")
@@ -251,6 +252,7 @@ class _BatchPrefillWrapper:
             num_kv_heads=integer(num_kv_heads, "num_kv_heads"), head_dim=head_dim_qk,
             q_dtype=q_dtype, kv_dtype=kv_dtype, causal=optional_flag(causal, "causal"),
             **attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta),
+            fixed_split_size=split_units, disable_split_kv=optional_flag(disable_split_kv, "disable_split_kv"),
             stream=stream_handle(stream, self._workspace_framework))
         self._indices = indices_arg
         self._mask = mask  # the runs read it in place
@@ -326,6 +328,13 @@ _PLAN_DOC = """
         current stream) from pinned memory, so plan() returns without waiting for the GPU;
         non_blocking is accepted for compatibility. With use_cuda_graph the first plan fixes the
         batch size, the query tile and the most query rows later plans may have.
+
+        fixed_split_size (None or -1: the automatic split above) cuts the keys of every query tile
+        into chunks of that many pages (paged) or keys (ragged), counted from the tile's first
+        visible key, whatever the rest of the batch; disable_split_kv keeps every tile whole. At
+        most one of the two. A request's output then depends on the rest of the batch only through
+        the query tile size (chosen from the batch's average qo_len). In CUDA-graph mode a fixed
+        split must fit the captured grid and partial states (those of one wave of chunks).
 """
 
 
@@ -369,6 +378,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
              sm_scale: Optional[float] = None, window_left: int = -1, logits_soft_cap: Optional[float] = None,
              rope_scale: Optional[float] = None, rope_theta: Optional[float] = None,
              q_data_type: Any = "float16", kv_data_type: Any = None, non_blocking: bool = True,
+             fixed_split_size: Optional[int] = None, disable_split_kv: bool = False,
              stream: Any = None) -> None:
         """Plans prefill for a batch whose page table is paged_kv_indptr [batch_size + 1],
         paged_kv_indices and paged_kv_last_page_len [batch_size] (int32): request b owns pages
@@ -381,7 +391,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
                          integer(page_size, "page_size"), num_qo_heads, num_kv_heads, head_dim_qk, head_dim_vo,
                          custom_mask, packed_custom_mask, causal, pos_encoding_mode, use_fp16_qk_reduction,
                          sm_scale, window_left, logits_soft_cap, rope_scale, rope_theta, q_data_type,
-                         kv_data_type, stream)
+                         kv_data_type, fixed_split_size, disable_split_kv, stream)
 
     plan.__doc__ += _PLAN_DOC
 
@@ -439,13 +449,14 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
              window_left: int = -1, logits_soft_cap: Optional[float] = None, sm_scale: Optional[float] = None,
              rope_scale: Optional[float] = None, rope_theta: Optional[float] = None,
              q_data_type: Any = "float16", kv_data_type: Any = None, non_blocking: bool = True,
+             fixed_split_size: Optional[int] = None, disable_split_kv: bool = False,
              stream: Any = None) -> None:
         """Plans prefill for a batch whose keys are rows kv_indptr[b]:kv_indptr[b + 1] (int32
         [batch_size + 1]) of k and v."""
         self._plan_batch(qo_indptr, kv_indptr, None, None, 0, num_qo_heads, num_kv_heads, head_dim_qk,
                          head_dim_vo, custom_mask, packed_custom_mask, causal, pos_encoding_mode,
                          use_fp16_qk_reduction, sm_scale, window_left, logits_soft_cap, rope_scale, rope_theta,
-                         q_data_type, kv_data_type, stream)
+                         q_data_type, kv_data_type, fixed_split_size, disable_split_kv, stream)
 
     plan.__doc__ += _PLAN_DOC
 

@@ -77,10 +77,13 @@ struct BatchPrefillSchedule {
 // how many grid columns fit in one wave; `grid_size` > 0 pads the grid to that many columns and
 // `merge_rows` (>= qo_indptr[batch]) sizes state_indptr (CUDA-graph mode, where both are fixed at
 // capture: grid_size must be at least max(max_items, the tiles of any batch planned)).
+// `fixed_chunk_len` > 0 replaces the automatic chunk length: every tile's keys are cut into chunks
+// of that many from the tile's first visible key, whatever the rest of the batch (FlashInfer's
+// fixed_split_size; a length no tile reaches keeps every tile whole).
 inline void schedule_batch_prefill(const int32_t* qo_indptr, const uint32_t* kv_len, const int32_t* kv_start,
                                    uint32_t batch, PrefillTiling tiling, bool causal, int32_t window_left,
-                                   uint32_t max_items, uint32_t grid_size, uint32_t merge_rows,
-                                   BatchPrefillSchedule* s) {
+                                   uint32_t max_items, uint32_t fixed_chunk_len, uint32_t grid_size,
+                                   uint32_t merge_rows, BatchPrefillSchedule* s) {
   constexpr uint32_t kStepKeys = 64;  // PrefillTraits::kStepKeys: chunks are whole kernel steps
   struct TileKeys {
     uint32_t request, row_begin, row_end, key_begin, key_end;
@@ -110,7 +113,7 @@ inline void schedule_batch_prefill(const int32_t* qo_indptr, const uint32_t* kv_
   };
   const uint32_t longest_steps = math::ceil_div(std::max(longest, 1u), kStepKeys);
   uint32_t steps = longest_steps;
-  if (tiles.size() < max_items) {
+  if (fixed_chunk_len == 0 && tiles.size() < max_items) {
     auto total_chunks = [&](uint32_t chunk) {
       uint64_t n = 0;
       for (const TileKeys& t : tiles) n += chunks_of(t, chunk);
@@ -126,7 +129,7 @@ inline void schedule_batch_prefill(const int32_t* qo_indptr, const uint32_t* kv_
     // (a grid just short of a wave, e.g. 128 long tiles on 132 columns).
     steps = 4 * lo > 3 * longest_steps ? longest_steps : lo;
   }
-  const uint32_t chunk = steps * kStepKeys;
+  const uint32_t chunk = fixed_chunk_len > 0 ? std::min(fixed_chunk_len, std::max(longest, 1u)) : steps * kStepKeys;
 
   // Partial states, token by token in batch order (the merge's CSR): every token of a split tile
   // gets one per chunk. The tiles of a token spread over several tiles share its states.
