@@ -94,7 +94,7 @@ void bind_decode(nb::module_& m) {
          OptionalArray indptr_buffer, OptionalArray indices_buffer, OptionalArray last_page_len_buffer,
          int64_t num_qo_heads, int64_t num_kv_heads, int64_t head_dim, int64_t page_size,
          std::string q_dtype, std::string kv_dtype, int pos_encoding_mode, int window_left,
-         float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta, int64_t fixed_split_pages,
+         float logits_soft_cap, float sm_scale, float rope_scale, float rope_theta, int64_t fixed_split_size,
          bool disable_split_kv, uintptr_t stream) {
         fi_core::BatchDecodePlanArgs a;
         a.indptr = view(indptr, "indptr");
@@ -118,7 +118,7 @@ void bind_decode(nb::module_& m) {
         a.sm_scale = sm_scale;
         a.rope_scale = rope_scale;
         a.rope_theta = rope_theta;
-        a.fixed_split_pages = fixed_split_pages;
+        a.fixed_split_size = fixed_split_size;
         a.disable_split_kv = disable_split_kv;
         throw_if_error(fi_core::plan_batch_decode(a, &plan, as_stream(stream)));
       },
@@ -126,7 +126,7 @@ void bind_decode(nb::module_& m) {
       "use_cuda_graph"_a, "use_tensor_cores"_a, "indptr_buffer"_a.none(), "indices_buffer"_a.none(),
       "last_page_len_buffer"_a.none(), "num_qo_heads"_a, "num_kv_heads"_a, "head_dim"_a,
       "page_size"_a, "q_dtype"_a, "kv_dtype"_a, "pos_encoding_mode"_a, "window_left"_a,
-      "logits_soft_cap"_a, "sm_scale"_a, "rope_scale"_a, "rope_theta"_a, "fixed_split_pages"_a,
+      "logits_soft_cap"_a, "sm_scale"_a, "rope_scale"_a, "rope_theta"_a, "fixed_split_size"_a,
       "disable_split_kv"_a, "stream"_a,
       "Plans a batch decode from a host page table; copies the schedule to the device on `stream`.");
 

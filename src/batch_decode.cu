@@ -110,16 +110,7 @@ Status check_plan_args(const BatchDecodePlanArgs& a) {
             });
   c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale,
                       a.rope_theta);
-  c.require(a.fixed_split_pages >= 0, [&] {
-    return "fixed_split_size: expected a positive number of pages, got " + std::to_string(a.fixed_split_pages);
-  });
-  c.require(a.fixed_split_pages == 0 || !a.disable_split_kv, [] {
-    return std::string("fixed_split_size, disable_split_kv: expected at most one of them, got both");
-  });
-  c.require(a.page_size < 1 || a.fixed_split_pages * a.page_size < (int64_t(1) << 31), [&] {
-    return "fixed_split_size: expected chunks of fewer than 2^31 keys, got " + std::to_string(a.fixed_split_pages) +
-           " pages of " + std::to_string(a.page_size);
-  });
+  detail::check_split_options(c, a.fixed_split_size, a.disable_split_kv, a.page_size, "pages");
   c.present(a.workspace, "workspace").on_cuda(a.workspace, "workspace").contiguous(a.workspace, "workspace");
   c.rows_aligned(a.workspace, "workspace", int(detail::kWorkspaceRegionAlign));
   if (a.indices.device >= 0) c.same_device(a.indices, "indices", a.workspace, "workspace");
@@ -187,14 +178,13 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
   flashinfer::attention::BatchDecodeSchedule schedule;
   // A CUDA-graph grid has room for any plan of this batch size: the batch unsplit, or one wave.
   const uint32_t graph_grid = a.use_cuda_graph ? std::max(batch, max_items) : 0;
-  const uint32_t fixed_chunk_len = a.disable_split_kv ? std::numeric_limits<uint32_t>::max()
-                                                      : uint32_t(a.fixed_split_pages * a.page_size);
+  const uint32_t fixed_chunk_len = detail::fixed_chunk_keys(a.fixed_split_size, a.disable_split_kv, a.page_size);
   flashinfer::attention::schedule_batch_decode(
       indptr, static_cast<const int32_t*>(a.last_page_len.data), batch, uint32_t(a.page_size),
       a.window_left, max_items, tokens_per_step, fixed_chunk_len, graph_grid, &schedule);
   if (a.use_cuda_graph && schedule.work.size() > graph_grid) {
     return {StatusCode::kValueError,
-            "fixed_split_size: chunks of " + std::to_string(a.fixed_split_pages) + " pages make " +
+            "fixed_split_size: chunks of " + std::to_string(a.fixed_split_size) + " pages make " +
                 std::to_string(schedule.work.size()) + " grid columns, more than the CUDA graph's " +
                 std::to_string(graph_grid) + " (max(batch size, one wave)); expected a larger fixed_split_size"};
   }

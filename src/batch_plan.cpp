@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "dispatch.h"
 
@@ -39,6 +40,27 @@ Checker& check_indptr(Checker& c, const TensorView& t, const char* name) {
     });
   }
   return c;
+}
+
+Checker& check_split_options(Checker& c, int64_t fixed_split_size, bool disable_split_kv, int64_t keys_per_unit,
+                             const char* unit) {
+  c.require(fixed_split_size >= 0, [&] {
+    return "fixed_split_size: expected a positive number of " + std::string(unit) + ", got " +
+           std::to_string(fixed_split_size);
+  });
+  c.require(fixed_split_size == 0 || !disable_split_kv, [] {
+    return std::string("fixed_split_size, disable_split_kv: expected at most one of them, got both");
+  });
+  keys_per_unit = std::max<int64_t>(keys_per_unit, 1);  // a bad page size is reported by its own check
+  c.require(fixed_split_size < (int64_t(1) << 31) / keys_per_unit, [&] {
+    return "fixed_split_size: expected chunks of fewer than 2^31 keys, got " + std::to_string(fixed_split_size) +
+           " " + unit + (keys_per_unit > 1 ? " of " + std::to_string(keys_per_unit) : std::string());
+  });
+  return c;
+}
+
+uint32_t fixed_chunk_keys(int64_t fixed_split_size, bool disable_split_kv, int64_t keys_per_unit) {
+  return disable_split_kv ? std::numeric_limits<uint32_t>::max() : uint32_t(fixed_split_size * keys_per_unit);
 }
 
 Checker& check_page_ids(Checker& c, const TensorView& indices, const char* name, int32_t first, int32_t used,

@@ -39,6 +39,15 @@ Checker& check_indptr(Checker& c, const TensorView& t, const char* name);
 Checker& check_page_ids(Checker& c, const TensorView& indices, const char* name, int32_t first, int32_t used,
                         const char* used_source, int64_t* min_num_pages);
 
+// plan()'s split options (FlashInfer's fixed_split_size / disable_split_kv), counted in units of
+// keys_per_unit keys (pages, or single keys for ragged prefill; `unit` names them in messages):
+// at most one of the two, a size >= 0 (0: automatic) whose chunks stay below 2^31 keys.
+Checker& check_split_options(Checker& c, int64_t fixed_split_size, bool disable_split_kv, int64_t keys_per_unit,
+                             const char* unit);
+// The schedulers' fixed_chunk_len for checked options: 0 (automatic), the chunk in keys, or a
+// length no request reaches (every request or tile whole).
+uint32_t fixed_chunk_keys(int64_t fixed_split_size, bool disable_split_kv, int64_t keys_per_unit);
+
 // Pinned host memory a plan's schedule is staged in, and the event that marks the end of its
 // last copy to the device: the memory is rewritten only after that copy has finished.
 class PinnedStaging {

@@ -187,18 +187,8 @@ Status check_plan_options(const BatchPrefillPlanArgs& a) {
            ") or an fp8 type (float8_e4m3fn, float8_e5m2), got " + dtype_name(a.kv_dtype);
   });
   c.attention_options(a.pos_encoding_mode, a.window_left, a.logits_soft_cap, a.sm_scale, a.rope_scale, a.rope_theta);
-  const char* unit = a.paged ? " pages" : " keys";
-  c.require(a.fixed_split_size >= 0, [&] {
-    return "fixed_split_size: expected a positive number of" + std::string(unit) + ", got " + num(a.fixed_split_size);
-  });
-  c.require(a.fixed_split_size == 0 || !a.disable_split_kv, [] {
-    return std::string("fixed_split_size, disable_split_kv: expected at most one of them, got both");
-  });
-  const int64_t keys_per_unit = a.paged ? std::max<int64_t>(a.page_size, 1) : 1;
-  c.require(a.fixed_split_size < (int64_t(1) << 31) / keys_per_unit, [&] {
-    return "fixed_split_size: expected chunks of fewer than 2^31 keys, got " + num(a.fixed_split_size) + unit +
-           (a.paged ? " of " + num(a.page_size) : std::string());
-  });
+  detail::check_split_options(c, a.fixed_split_size, a.disable_split_kv, a.paged ? a.page_size : 1,
+                              a.paged ? "pages" : "keys");
   return c.status();
 }
 
@@ -344,8 +334,8 @@ Status plan_batch_prefill(const BatchPrefillPlanArgs& a, BatchPrefillPlan* plan,
   }
   flashinfer::attention::BatchPrefillSchedule schedule;
   // A custom mask replaces the causal bound: every key up to kv_len may be visible.
-  const uint32_t fixed_chunk_len = a.disable_split_kv ? std::numeric_limits<uint32_t>::max()
-                                                      : uint32_t(a.fixed_split_size * (a.paged ? a.page_size : 1));
+  const uint32_t fixed_chunk_len =
+      detail::fixed_chunk_keys(a.fixed_split_size, a.disable_split_kv, a.paged ? a.page_size : 1);
   flashinfer::attention::schedule_batch_prefill(qo_indptr, kv_len.data(), kv_start.data(), batch, tiling,
                                                 a.causal && !has_mask, a.window_left, max_items, fixed_chunk_len,
                                                 graph_grid, merge_rows, &schedule);

@@ -207,6 +207,7 @@ def test_split_options_validation():
                 "automatic split, got 0", fixed_split_size=0)
     expect_plan(ValueError, "got -3", fixed_split_size=-3)
     expect_plan(TypeError, "fixed_split_size: expected an int, got float", fixed_split_size=4.0)
+    expect_plan(TypeError, "disable_split_kv: expected a bool, got int", disable_split_kv=1)
     expect_plan(ValueError, "fixed_split_size, disable_split_kv: expected at most one of them, got both",
                 fixed_split_size=4, disable_split_kv=True)
     expect_plan(ValueError, "fixed_split_size: expected chunks of fewer than 2^31 keys, got 134217728 pages of 16",

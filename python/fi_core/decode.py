@@ -156,7 +156,6 @@ class BatchDecodeWithPagedKVCacheWrapper:
         request whole. In CUDA-graph mode a fixed split must fit the captured grid (max(batch size,
         one wave) columns).
         """
-        fixed_split_pages = split_size(fixed_split_size, "pages")
         indptr_host = host_int32(indptr, "indptr")
         # Page ids on the GPU are used where they are (as FlashInfer does): the plan neither copies
         # nor checks them, and the wrapper keeps them alive for its runs.
@@ -184,7 +183,8 @@ class BatchDecodeWithPagedKVCacheWrapper:
             head_dim=integer(head_dim, "head_dim"), page_size=integer(page_size, "page_size"),
             q_dtype=q_dtype, kv_dtype=kv_dtype,
             **attention_options(pos_encoding_mode, window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta),
-            fixed_split_pages=fixed_split_pages, disable_split_kv=bool(disable_split_kv),
+            fixed_split_size=split_size(fixed_split_size, "pages"),
+            disable_split_kv=optional_flag(disable_split_kv, "disable_split_kv"),
             stream=stream_handle(stream, self._workspace_framework))
         self._indices = indices_arg
 
