@@ -43,12 +43,12 @@ def ragged_args(qo_lens=(3, 40, 1), kv_lens=(5, 40, 17), **overrides):
     return args
 
 
-def workspace():
-    return FakeCudaArray((1 << 20,), "uint8")
+def workspace(num_bytes=1 << 20):
+    return FakeCudaArray((num_bytes,), "uint8")
 
 
-def expect_plan(exc, *fragments, ragged=False, wrapper_kwargs=None, **overrides):
-    wrapper = (Ragged if ragged else Paged)(workspace(), **(wrapper_kwargs or {}))
+def expect_plan(exc, *fragments, ragged=False, wrapper_kwargs=None, workspace_bytes=1 << 20, **overrides):
+    wrapper = (Ragged if ragged else Paged)(workspace(workspace_bytes), **(wrapper_kwargs or {}))
     args = ragged_args(**overrides) if ragged else paged_args(**overrides)
     with pytest.raises(exc) as info:
         wrapper.plan(**args)
@@ -452,10 +452,11 @@ def test_split_option_validation(ragged):
                 ragged=ragged, fixed_split_size=4, disable_split_kv=True)
     expect_plan(ValueError, "fixed_split_size: expected chunks of fewer than 2^31 keys", ragged=ragged,
                 fixed_split_size=2**31 if ragged else 2**27)
-    # Valid options pass validation and reach the device (no GPU here: a CUDA error).
+    # Valid options pass validation and reach the device, where the fake workspace gives a CUDA error.
+    # The workspace is large enough for the partial states of 4-key chunks at every head dim.
     for options in ({"fixed_split_size": 4}, {"fixed_split_size": -1}, {"fixed_split_size": None},
                     {"disable_split_kv": True}):
-        expect_plan(RuntimeError, "CUDA error", ragged=ragged, **options)
+        expect_plan(RuntimeError, "CUDA error", ragged=ragged, workspace_bytes=64 << 20, **options)
 
 
 @pytest.mark.parametrize("distribution", ["uniform", "zipf"])

@@ -50,20 +50,24 @@ constexpr uint32_t kActMinCtasPerSm = 4;
 // A slice is blockDim.x * VECS vectors (8 outputs each) of one row; thread t owns vectors
 // slice_start + v * blockDim.x + t, v < VECS, so consecutive threads read consecutive 16-byte
 // pieces of the gate half and of the up half, and issues all 2 * VECS loads before it computes.
-// blockDim.y rows share a CTA when rows are short; blockIdx.y walks the slices of long rows.
+// blockDim.y rows share a CTA when rows are short. Work items are (row group, slice) pairs with
+// the slice varying fastest, so the CTAs resident at one time read whole rows front to back
+// rather than the same slice of many rows (strided by the row pitch); the grid walks them.
 // WHOLE: all rows 16-byte aligned and d a multiple of 8 (ActAndMul checks): vector accesses
 // without run-time tests.
 template <typename Act, bool WHOLE, typename T>
 __global__ void __launch_bounds__(kActCtaThreads, kActMinCtasPerSm)
     act_and_mul_kernel(const ActAndMulParams<T> p, const uint32_t num_slices) {
   constexpr uint32_t VECS = kVec8sInFlight<T>;
-  const uint32_t row = blockIdx.x * blockDim.y + threadIdx.y;
-  if (row >= p.num_rows) return;
-  const T* in = p.input + row_offset(row, p.inner_rows, p.input_strides);
-  T* out = p.output + row_offset(row, p.inner_rows, p.output_strides);
   const uint32_t num_vecs = math::ceil_div(p.d, 8u);
+  const uint64_t num_items = uint64_t(math::ceil_div(p.num_rows, blockDim.y)) * num_slices;
   const Act act;
-  for (uint32_t slice = blockIdx.y; slice < num_slices; slice += gridDim.y) {
+  for (uint64_t item = blockIdx.x; item < num_items; item += gridDim.x) {
+    const uint32_t slice = uint32_t(item % num_slices);
+    const uint32_t row = uint32_t(item / num_slices) * blockDim.y + threadIdx.y;
+    if (row >= p.num_rows) continue;
+    const T* in = p.input + row_offset(row, p.inner_rows, p.input_strides);
+    T* out = p.output + row_offset(row, p.inner_rows, p.output_strides);
     auto vec_index = [&](uint32_t v) { return (slice * VECS + v) * blockDim.x + threadIdx.x; };
     auto span = [&](uint32_t i) {  // outputs of vector i in the row
       return i < num_vecs ? (WHOLE ? 8u : min(8u, p.d - i * 8)) : 0u;
@@ -99,7 +103,8 @@ cudaError_t ActAndMul(const ActAndMulParams<T>& p, cudaStream_t stream) {
   while (threads * VECS < num_vecs && threads < kActCtaThreads) threads *= 2;
   const uint32_t rows_per_cta = kActCtaThreads / threads;
   const uint32_t num_slices = math::ceil_div(num_vecs, threads * VECS);
-  const dim3 grid(math::ceil_div(p.num_rows, rows_per_cta), std::min(num_slices, 65535u));
+  const uint64_t num_items = uint64_t(math::ceil_div(p.num_rows, rows_per_cta)) * num_slices;
+  const dim3 grid(uint32_t(std::min<uint64_t>(num_items, 1u << 30)));
   const dim3 block(threads, rows_per_cta);
   const bool whole = p.d % 8 == 0 && rows_aligned16(p.input, p.input_strides) &&
                      rows_aligned16(p.output, p.output_strides);
