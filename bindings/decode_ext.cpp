@@ -160,17 +160,18 @@ void bind_decode(nb::module_& m) {
   m.def(
       "schedule_batch_decode",
       [](OptionalArray indptr, OptionalArray last_page_len, int64_t page_size, int window_left,
-         uint32_t max_items, uint32_t tokens_per_step, uint32_t grid_size, uint32_t fixed_chunk_len) {
+         uint32_t max_items, uint32_t tokens_per_step, uint32_t min_chunk_len, uint32_t grid_size,
+         uint32_t fixed_chunk_len) {
         fi_core::BatchDecodeSchedule s;
         throw_if_error(fi_core::schedule_batch_decode(view(indptr, "indptr"), view(last_page_len, "last_page_len"),
                                                       page_size, window_left, max_items, tokens_per_step,
-                                                      fixed_chunk_len, grid_size, &s));
+                                                      min_chunk_len, fixed_chunk_len, grid_size, &s));
         std::vector<std::tuple<int32_t, int32_t, uint32_t, uint32_t, uint32_t, int32_t>> work;
         for (const auto& w : s.work) work.emplace_back(w.request, w.partial_row, w.begin, w.end, w.kv_len, w.page_begin);
         return std::make_tuple(work, s.state_indptr, s.chunk_len);
       },
       "indptr"_a.none(), "last_page_len"_a.none(), "page_size"_a, "window_left"_a, "max_items"_a,
-      "tokens_per_step"_a, "grid_size"_a, "fixed_chunk_len"_a = 0,
+      "tokens_per_step"_a, "min_chunk_len"_a, "grid_size"_a, "fixed_chunk_len"_a = 0,
       "The batch-decode scheduler alone (host only): ([(request, partial_row, begin, end, kv_len, "
       "page_begin)], state_indptr, chunk_len); fixed_chunk_len > 0 cuts requests into chunks of that "
       "many keys.");

@@ -176,17 +176,21 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
   const uint32_t batch = uint32_t(a.indptr.shape[0] - 1);
   const auto* indptr = static_cast<const int32_t*>(a.indptr.data);
   flashinfer::attention::BatchDecodeSchedule schedule;
-  // A CUDA-graph grid has room for any plan of this batch size: the batch unsplit, or one wave.
-  const uint32_t graph_grid = a.use_cuda_graph ? std::max(batch, max_items) : 0;
+  // A CUDA-graph grid has room for any automatic plan of this batch size (schedule_batch_decode:
+  // at most batch + max_items columns, and at most 2 * max_items of them split).
+  const uint32_t graph_grid = a.use_cuda_graph ? batch + max_items : 0;
   const uint32_t fixed_chunk_len = detail::fixed_chunk_keys(a.fixed_split_size, a.disable_split_kv, a.page_size);
   flashinfer::attention::schedule_batch_decode(
       indptr, static_cast<const int32_t*>(a.last_page_len.data), batch, uint32_t(a.page_size),
-      a.window_left, max_items, tokens_per_step, fixed_chunk_len, graph_grid, &schedule);
+      a.window_left, max_items, tokens_per_step,
+      flashinfer::attention::decode_min_chunk_len(tensor_cores, tokens_per_step), fixed_chunk_len, graph_grid,
+      &schedule);
   if (a.use_cuda_graph && schedule.work.size() > graph_grid) {
     return {StatusCode::kValueError,
             "fixed_split_size: chunks of " + std::to_string(a.fixed_split_size) + " pages make " +
                 std::to_string(schedule.work.size()) + " grid columns, more than the CUDA graph's " +
-                std::to_string(graph_grid) + " (max(batch size, one wave)); expected a larger fixed_split_size"};
+                std::to_string(graph_grid) + " (batch size + " + std::to_string(max_items) +
+                "); expected a larger fixed_split_size"};
   }
 
   // The schedule into the workspace (host page ids travel with it; in CUDA-graph mode the page
@@ -202,7 +206,7 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
   upload.page_ids_buffer = a.indices_buffer;
   upload.graph_copies = {{a.indptr_buffer, indptr, size_t(batch) + 1},
                          {a.last_page_len_buffer, static_cast<const int32_t*>(a.last_page_len.data), batch}};
-  upload.partial_states = a.use_cuda_graph ? max_items : schedule.num_partial_rows;
+  upload.partial_states = a.use_cuda_graph ? 2 * max_items : schedule.num_partial_rows;
   upload.num_qo_heads = a.num_qo_heads;
   upload.head_dim = a.head_dim;
   st = detail::upload_schedule(upload, a.workspace, p.staging, stream, "batch_decode plan", &p.schedule);
@@ -235,7 +239,8 @@ Status plan_batch_decode(const BatchDecodePlanArgs& a, BatchDecodePlan* plan, cu
 
 Status schedule_batch_decode(const TensorView& indptr, const TensorView& last_page_len, int64_t page_size,
                              int32_t window_left, uint32_t max_items, uint32_t tokens_per_step,
-                             uint32_t fixed_chunk_len, uint32_t grid_size, BatchDecodeSchedule* out) {
+                             uint32_t min_chunk_len, uint32_t fixed_chunk_len, uint32_t grid_size,
+                             BatchDecodeSchedule* out) {
   Checker c;
   check_page_lengths(c, indptr, last_page_len, page_size);
   c.require(!c.ok() || (tokens_per_step >= 1 && max_items >= 1), [&] {
@@ -247,7 +252,7 @@ Status schedule_batch_decode(const TensorView& indptr, const TensorView& last_pa
   flashinfer::attention::schedule_batch_decode(
       static_cast<const int32_t*>(indptr.data), static_cast<const int32_t*>(last_page_len.data),
       uint32_t(indptr.shape[0] - 1), uint32_t(page_size), window_left, max_items, tokens_per_step,
-      fixed_chunk_len, grid_size, &s);
+      min_chunk_len, fixed_chunk_len, grid_size, &s);
   out->work.clear();
   for (const DecodeWork& w : s.work)
     out->work.push_back({w.request, w.partial_row, w.begin, w.end, w.kv_len, w.page_begin});

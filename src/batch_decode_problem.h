@@ -30,7 +30,7 @@ struct BatchDecodeProblem {
 };
 
 // Defined in batch_decode_kernels.cuh, instantiated in the generated sources.
-// Grid columns that fill one wave, and the kernel step that chunk lengths are multiples of.
+// Grid columns the keys are spread over, and the kernel step that chunk lengths are multiples of.
 template <int HEAD_DIM, DType Q, DType KV>
 cudaError_t batch_decode_capacity(uint32_t num_qo_heads, uint32_t num_kv_heads, bool rope, bool tensor_cores,
                                   int device, uint32_t* max_items, uint32_t* tokens_per_step);

@@ -425,7 +425,7 @@ def test_fixed_split_beyond_the_cuda_graph_grid_is_refused():
                    indices_buffer=torch.empty(2048, dtype=torch.int32, device="cuda"),
                    last_page_len_buffer=torch.empty(2, dtype=torch.int32, device="cuda"))
     wrapper = fi_core.CUDAGraphBatchDecodeWithPagedKVCacheWrapper(workspace(), **buffers)
-    # One page a chunk: 2048 columns, more than max(batch size, one wave) on any GPU of today.
+    # One page a chunk: 2048 columns, more than batch size + the columns of one CTA per SM on any GPU of today.
     with pytest.raises(ValueError, match="fixed_split_size: chunks of 1 pages make 2048 grid columns, more than"):
         wrapper.plan(batch.indptr, batch.indices, batch.last_page_len, 8, 2, head_dim, 16, q_data_type="bfloat16",
                      fixed_split_size=1)

@@ -106,10 +106,12 @@ def visible_first(n, window_left):
     return n - 1 - window_left if 0 <= window_left and window_left + 1 < n else 0
 
 
-def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size, fixed_chunk_len=0):
+def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size, fixed_chunk_len=0,
+                   min_chunk_len=MIN_CHUNK):
     indptr, _, last = page_table(kv_lens, page_size, random.Random(1))
     work, state_indptr, chunk_len = _C.schedule_batch_decode(indptr, last, page_size, window_left, max_items,
-                                                             tokens_per_step, grid_size, fixed_chunk_len)
+                                                             tokens_per_step, min_chunk_len, grid_size,
+                                                             fixed_chunk_len)
     batch = len(kv_lens)
     real = [w for w in work if w[0] >= 0]
     assert all(w[0] == -1 for w in work[len(real):]), "padding only at the end"
@@ -139,10 +141,20 @@ def check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, 
             assert partial == list(range(state_indptr[b], state_indptr[b + 1]))
             rows += partial
     assert sorted(rows) == list(range(len(rows))), "partial rows unique and dense"
-    if batch < max_items:
-        assert len(real) <= max_items, "the split fits one wave"
+    # Balance: the chunk is the shortest whole number of steps (and at least the minimum) whose
+    # max_items columns hold every visible key, unless the longest request fits in one chunk.
+    visible = [n - visible_first(n, window_left) for n in kv_lens]
+    total, longest = sum(visible), max(visible + [1])
+    whole = -(-longest // tokens_per_step) * tokens_per_step
+    shortest = -(-min_chunk_len // tokens_per_step) * tokens_per_step
+    if chunk_len < whole:
+        assert chunk_len >= shortest and chunk_len * max_items >= total
+        assert chunk_len == shortest or (chunk_len - tokens_per_step) * max_items < total, "not the shortest"
     else:
-        assert len(real) == batch, "a batch that fills the wave is not split"
+        assert chunk_len == whole and len(real) == batch, "a batch of requests within one chunk is not split"
+        assert max(shortest, tokens_per_step) >= whole or max_items * (whole - tokens_per_step) < total
+    assert len(real) <= max_items + batch, "at most max_items + batch columns (the CUDA-graph grid)"
+    assert len(rows) <= 2 * max_items, "at most 2 * max_items partial rows (the CUDA-graph states)"
     return chunk_len, len(real)
 
 
@@ -166,31 +178,47 @@ def test_schedule_covers_every_key_once(trial):
     kv_lens = [rng.choice([0, 1, page_size - 1, page_size, page_size + 1, rng.randint(1, 20000)])
                for _ in range(batch)]
     window_left = rng.choice([-1, -1, 0, 100, 5000])
-    max_items = rng.choice([8, 132, 264, 1056])
-    tokens_per_step = rng.choice([8, 16, 32])
-    grid_size = rng.choice([0, max(batch, max_items)])
-    check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size)
+    max_items = rng.choice([8, 16, 132, 264, 1056])
+    tokens_per_step = rng.choice([8, 16, 32, 64])
+    min_chunk_len = rng.choice([tokens_per_step, MIN_CHUNK])
+    grid_size = rng.choice([0, batch + max_items])
+    check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, grid_size,
+                   min_chunk_len=min_chunk_len)
     # Fixed chunks (fixed_split_size pages, or every request whole): the same coverage rules.
     fixed_chunk_len = rng.choice([1, 7, 16, 128, 4096, 2**32 - 1])
     check_schedule(kv_lens, page_size, window_left, max_items, tokens_per_step, 0, fixed_chunk_len)
 
 
 def test_schedule_splits_to_fill_the_gpu():
-    # 16 requests of 4096 keys, 132 columns per wave: 8 chunks of 512 each.
+    # 16 requests of 4096 keys spread over 132 columns: 8 chunks of 512 each.
     chunk_len, items = check_schedule([4096] * 16, 16, -1, 132, 16, 0)
     assert (chunk_len, items) == (512, 128)
-    # A batch larger than a wave stays whole; short requests are never cut below the minimum chunk.
+    # 16 columns (one CTA per SM at 8 KV heads): 16 requests stay whole, 8 are cut in two, one in 16.
+    assert check_schedule([4096] * 16, 16, -1, 16, 64, 0, min_chunk_len=64) == (4096, 16)
+    assert check_schedule([4096] * 8, 16, -1, 16, 64, 0, min_chunk_len=64) == (2048, 16)
+    assert check_schedule([4096], 16, -1, 16, 64, 0, min_chunk_len=64) == (256, 16)
+    # A batch with more keys than its columns' share stays whole; short requests are never cut
+    # below the minimum chunk (128 keys; one 64-key step where that is the minimum).
     assert check_schedule([4096] * 200, 16, -1, 132, 16, 0) == (4096, 200)
     chunk_len, items = check_schedule([300] * 2, 16, -1, 132, 16, 0)
     assert chunk_len == MIN_CHUNK and items == 6
+    assert check_schedule([512], 16, -1, 16, 64, 0, min_chunk_len=64) == (64, 8)
+
+
+def test_schedule_splits_a_long_request_in_a_large_batch():
+    # One request of 32768 keys among 300 of 100: their share of 16 columns is 3923 keys, so the
+    # long request is cut into 9 chunks of 3968 (62 steps of 64) and the short ones stay whole.
+    kv_lens = [32768] + [100] * 300
+    chunk_len, items = check_schedule(kv_lens, 16, -1, 16, 64, 0, min_chunk_len=64)
+    assert (chunk_len, items) == (3968, 9 + 300)
 
 
 def test_fixed_chunks_do_not_depend_on_the_batch():
     # 3 requests alone and among 300 others (which fill the wave): the same chunks of 320 keys.
-    alone = _C.schedule_batch_decode(*page_table([5000, 1, 777], 16, random.Random(2))[::2], 16, -1, 132, 64, 0, 320)
+    alone = _C.schedule_batch_decode(*page_table([5000, 1, 777], 16, random.Random(2))[::2], 16, -1, 132, 64, 64, 0, 320)
     kv_lens = [5000, 1, 777] + [4096] * 300
     indptr, _, last = page_table(kv_lens, 16, random.Random(2))
-    crowded = _C.schedule_batch_decode(indptr, last, 16, -1, 132, 64, 0, 320)
+    crowded = _C.schedule_batch_decode(indptr, last, 16, -1, 132, 64, 64, 0, 320)
     ranges = lambda work, b: [(w[2], w[3]) for w in work if w[0] == b]  # noqa: E731
     for b in range(3):
         assert ranges(alone[0], b) == ranges(crowded[0], b)
@@ -198,7 +226,7 @@ def test_fixed_chunks_do_not_depend_on_the_batch():
     assert [len(ranges(alone[0], b)) for b in range(3)] == [16, 1, 3]
     assert ranges(alone[0], 2) == [(0, 320), (320, 640), (640, 777)]
     # Without a fixed length the lone requests would be split to fill the wave instead.
-    automatic = _C.schedule_batch_decode(*page_table([5000, 1, 777], 16, random.Random(2))[::2], 16, -1, 132, 64, 0)
+    automatic = _C.schedule_batch_decode(*page_table([5000, 1, 777], 16, random.Random(2))[::2], 16, -1, 132, 64, 64, 0)
     assert automatic[2] != 320
 
 

@@ -124,9 +124,10 @@ struct BatchDecodeRunArgs {
 Status batch_decode(const BatchDecodeRunArgs& args, const BatchDecodePlan& plan, cudaStream_t stream);
 
 // The batch scheduler on its own, on the host (no GPU needed), for tests and tools: the grid
-// columns plan_batch_decode would make for a page table, given how many columns fill one wave
-// (max_items), the kernel step (tokens_per_step), a fixed chunk length in keys (0: automatic)
-// and, for CUDA-graph mode, the padded grid size.
+// columns plan_batch_decode would make for a page table, given how many columns the keys are
+// spread over (max_items), the kernel step (tokens_per_step), the shortest automatic chunk
+// (min_chunk_len), a fixed chunk length in keys (0: automatic) and, for CUDA-graph mode, the
+// padded grid size.
 struct BatchDecodeWorkItem {
   int32_t request;      // -1: padding
   int32_t partial_row;  // -1: writes the output directly
@@ -141,6 +142,7 @@ struct BatchDecodeSchedule {
 };
 Status schedule_batch_decode(const TensorView& indptr, const TensorView& last_page_len, int64_t page_size,
                              int32_t window_left, uint32_t max_items, uint32_t tokens_per_step,
-                             uint32_t fixed_chunk_len, uint32_t grid_size, BatchDecodeSchedule* schedule);
+                             uint32_t min_chunk_len, uint32_t fixed_chunk_len, uint32_t grid_size,
+                             BatchDecodeSchedule* schedule);
 
 }  // namespace fi_core

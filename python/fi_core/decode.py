@@ -150,11 +150,13 @@ class BatchDecodeWithPagedKVCacheWrapper:
         non_blocking is accepted for compatibility.
 
         Each request is cut into chunks of keys, one CTA column each, merged afterwards. By default
-        the chunks are the shortest that fill one wave of the GPU. fixed_split_size (pages; None or
-        -1: the default) cuts every request into chunks of that many pages instead, so that its
-        output is bit for bit the same whatever else is in the batch; disable_split_kv keeps every
-        request whole. In CUDA-graph mode a fixed split must fit the captured grid (max(batch size,
-        one wave) columns).
+        the batch's keys are spread evenly over the GPU (one CTA per SM for the tensor-core kernel,
+        every resident CTA slot for the CUDA-core kernel): a request longer than its share is
+        split, at any batch size, and a batch of shorter requests runs unsplit. fixed_split_size
+        (pages; None or -1: the default) cuts every request into chunks of that many pages
+        instead, so that its output is bit for bit the same whatever else is in the batch;
+        disable_split_kv keeps every request whole. In CUDA-graph mode a fixed split must fit the
+        captured grid (batch size + the columns of one spread; plan() says how many).
         """
         indptr_host = host_int32(indptr, "indptr")
         # Page ids on the GPU are used where they are (as FlashInfer does): the plan neither copies

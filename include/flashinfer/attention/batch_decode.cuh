@@ -76,48 +76,42 @@ struct BatchDecodeSchedule {
 };
 
 // Request b holds pages indptr[b] .. indptr[b + 1] - 1, its last page filled to last_page_len[b];
-// a request without pages has no keys. `max_items` is how many grid columns fit in one wave;
-// `grid_size` > 0 pads the grid to that many columns (CUDA-graph mode, where the launch shape is
-// fixed at capture: it must be at least max(batch, max_items)). `fixed_chunk_len` > 0 replaces
-// the automatic chunk length: every request is cut into chunks of that many keys from its first
-// visible key, whatever the rest of the batch (FlashInfer's fixed_split_size, which makes a
-// request's output independent of the batch; a length no request reaches keeps requests whole).
+// a request without pages has no keys. `max_items` is how many grid columns the keys are spread
+// over (BatchDecode::capacity); chunk lengths are multiples of `tokens_per_step` and at least
+// `min_chunk_len`. `grid_size` > 0 pads the grid to that many columns (CUDA-graph mode, where the
+// launch shape is fixed at capture: it must be at least batch + max_items, the most columns an
+// automatic plan makes). `fixed_chunk_len` > 0 replaces the automatic chunk length: every request
+// is cut into chunks of that many keys from its first visible key, whatever the rest of the batch
+// (FlashInfer's fixed_split_size, which makes a request's output independent of the batch; a
+// length no request reaches keeps requests whole).
 inline void schedule_batch_decode(const int32_t* indptr, const int32_t* last_page_len, uint32_t batch,
                                   uint32_t page_size, int32_t window_left, uint32_t max_items,
-                                  uint32_t tokens_per_step, uint32_t fixed_chunk_len, uint32_t grid_size,
-                                  BatchDecodeSchedule* s) {
+                                  uint32_t tokens_per_step, uint32_t min_chunk_len, uint32_t fixed_chunk_len,
+                                  uint32_t grid_size, BatchDecodeSchedule* s) {
   std::vector<uint32_t> kv_len(batch), first(batch);
   uint32_t longest = 0;
+  uint64_t total = 0;
   for (uint32_t b = 0; b < batch; ++b) {
     const int64_t pages = int64_t(indptr[b + 1]) - indptr[b];
     kv_len[b] = pages > 0 ? uint32_t((pages - 1) * page_size + last_page_len[b]) : 0;
     first[b] = visible_begin(kv_len[b], window_left);
     longest = std::max(longest, kv_len[b] - first[b]);
+    total += kv_len[b] - first[b];
   }
   auto chunks_of = [&](uint32_t b, uint32_t chunk) {
     return std::max(1u, math::ceil_div(kv_len[b] - first[b], chunk));
   };
-  auto total_chunks = [&](uint32_t chunk) {
-    uint64_t n = 0;
-    for (uint32_t b = 0; b < batch; ++b) n += chunks_of(b, chunk);
-    return n;
-  };
-  // The shortest chunk (a whole number of kernel steps, and long enough to be worth a merge)
-  // whose chunks all fit in one wave; a batch that fills the wave by itself is not split. Chunk
-  // lengths are searched in units of kernel steps; the longest request in one chunk always fits.
-  const uint32_t longest_steps = math::ceil_div(std::max(longest, 1u), tokens_per_step);
-  uint32_t steps = longest_steps;
-  if (fixed_chunk_len == 0 && batch < max_items) {
-    uint32_t lo = math::ceil_div(std::max(kMinDecodeChunkLen, tokens_per_step), tokens_per_step);
-    uint32_t hi = std::max(longest_steps, lo);
-    while (lo < hi) {
-      const uint32_t mid = lo + (hi - lo) / 2;
-      if (total_chunks(mid * tokens_per_step) <= max_items) hi = mid;
-      else lo = mid + 1;
-    }
-    steps = lo;
-  }
-  const uint32_t chunk = fixed_chunk_len > 0 ? std::min(fixed_chunk_len, std::max(longest, 1u)) : steps * tokens_per_step;
+  // The automatic chunk spreads the batch's visible keys evenly over max_items columns (in whole
+  // kernel steps, and no shorter than min_chunk_len): a request longer than that is split, at any
+  // batch size, so that one long request among short ones does not hold up the grid; a batch
+  // whose requests all fit in one chunk runs unsplit (no merge). Splitting further would only
+  // add CTAs on SMs that already have one, and states to merge. Then there are at most
+  // total / chunk + batch <= max_items + batch columns.
+  const uint32_t whole = math::round_up(std::max(longest, 1u), tokens_per_step);
+  const uint64_t even = math::round_up<uint64_t>(math::ceil_div<uint64_t>(total, max_items), tokens_per_step);
+  const uint32_t automatic =
+      uint32_t(std::min<uint64_t>(std::max<uint64_t>(even, math::round_up(std::max(min_chunk_len, 1u), tokens_per_step)), whole));
+  const uint32_t chunk = fixed_chunk_len > 0 ? std::min(fixed_chunk_len, std::max(longest, 1u)) : automatic;
   s->chunk_len = chunk;
   s->work.clear();
   s->state_indptr.assign(batch + 1, 0);

@@ -52,40 +52,19 @@ __device__ __forceinline__ void wait_for_producer() {
 #endif
 }
 
-template <typename Op>
-__device__ __forceinline__ float warp_reduce(float x, Op op) {
-#pragma unroll
-  for (int offset = 16; offset >= 1; offset /= 2) x = op(x, math::shfl_xor(x, offset));
-  return x;
-}
-
-// Reduces x over the block; `scratch` holds one float per warp.
-template <typename Op>
-__device__ __forceinline__ float block_reduce(float x, float* scratch, Op op) {
-  x = warp_reduce(x, op);
-  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = x;
-  __syncthreads();
-  float result = scratch[0];
-#pragma unroll
-  for (uint32_t w = 1; w < kMergeThreads / 32; ++w) result = op(result, scratch[w]);
-  __syncthreads();  // scratch is reused by the next reduction
-  return result;
-}
-
-// One CTA per (row, head). The threads first reduce the states' lse together; then each thread
-// takes an 8-element slice of head_dim and every `groups`-th state, so that many independent
-// loads are in flight (a serial walk over the states is latency-bound), and the partial sums of
-// the state groups are added through shared memory.
+// One CTA per (row, head). Each thread takes an 8-element slice of head_dim and every
+// `groups`-th state, folding them into its own online-softmax state as their lse and values
+// arrive (no reduction over the lse first: the merge runs after the producer, on the critical
+// path, and one round of independent loads is its whole latency); the group states of a slice
+// are then merged through shared memory.
 template <typename DTypeIn, typename DTypeOut>
 __global__ void __launch_bounds__(kMergeThreads)
     merge_states_kernel(const MergeStatesParams<DTypeIn, DTypeOut> p) {
-  __shared__ float scratch[kMergeThreads / 32];
-  __shared__ float partial[kMergeThreads][8];
+  __shared__ float partial_o[kMergeThreads][8];
+  __shared__ float partial_m[kMergeThreads], partial_d[kMergeThreads];
   wait_for_producer();
   const uint32_t row = blockIdx.x / p.num_heads, head = blockIdx.x % p.num_heads;
   const uint32_t tid = threadIdx.x;
-  const auto max_op = [](float a, float b) { return fmaxf(a, b); };
-  const auto sum_op = [](float a, float b) { return a + b; };
 
   uint32_t num_states = p.num_states;
   int64_t v_row = row * p.v_stride_row, s_row = row * p.s_stride_row;
@@ -96,44 +75,33 @@ __global__ void __launch_bounds__(kMergeThreads)
     v_row = first * p.v_stride_state;
     s_row = first * p.s_stride_state;
   }
-  const float* s = p.s + s_row + head * p.s_stride_head;
-  float m = -math::kInf;
-  for (uint32_t i = tid; i < num_states; i += kMergeThreads) m = fmaxf(m, s[i * p.s_stride_state]);
-  const float m_ref = SoftmaxState<1>::safe_max(block_reduce(m, scratch, max_op));
-  float denom = 0.f;
-  for (uint32_t i = tid; i < num_states; i += kMergeThreads)
-    denom += math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
-  denom = block_reduce(denom, scratch, sum_op);
-
   const uint32_t slices = p.head_dim / 8;  // a power of two <= kMergeThreads (checked by MergeStates)
   const uint32_t slice = tid % slices, group = tid / slices, groups = kMergeThreads / slices;
+  const float* s = p.s + s_row + head * p.s_stride_head;
   const DTypeIn* v = p.v + v_row + head * p.v_stride_head + slice * 8;
-  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  SoftmaxState<8> state;
+  state.init();
 #pragma unroll 4
   for (uint32_t i = group; i < num_states; i += groups) {
-    const float w = math::ptx_exp2(s[i * p.s_stride_state] - m_ref);
     float x[8];
     load8_as_float(v + i * p.v_stride_state, x);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j] = fmaf(w, x[j], acc[j]);
+    state.merge(x, s[i * p.s_stride_state], 1.f);  // a normalized state: d = 1 at m = its lse
   }
 #pragma unroll
-  for (int j = 0; j < 8; ++j) partial[tid][j] = acc[j];
+  for (int j = 0; j < 8; ++j) partial_o[tid][j] = state.o[j];
+  partial_m[tid] = state.m;
+  partial_d[tid] = state.d;
   __syncthreads();
   if (group != 0) return;
 
-  const float out_scale = denom > 0.f ? p.output_scale / denom : 0.f;
   for (uint32_t g = 1; g < groups; ++g) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[j] += partial[g * slices + slice][j];
+    const uint32_t t = g * slices + slice;
+    state.merge(partial_o[t], partial_m[t], partial_d[t]);
   }
-#pragma unroll
-  for (int j = 0; j < 8; ++j) acc[j] *= out_scale;
-  store8_from_float(p.o + row * p.o_stride_row + head * p.o_stride_head + slice * 8, acc);
-  if (p.lse != nullptr && tid == 0) {
-    p.lse[row * p.lse_stride_row + head * p.lse_stride_head] =
-        denom > 0.f ? m_ref + math::ptx_log2(denom) : -math::kInf;
-  }
+  float out[8];
+  state.normalized(out, p.output_scale);
+  store8_from_float(p.o + row * p.o_stride_row + head * p.o_stride_head + slice * 8, out);
+  if (p.lse != nullptr && tid == 0) p.lse[row * p.lse_stride_row + head * p.lse_stride_head] = state.lse();
 }
 
 // `after_producer`: launched right after the kernel that wrote the states, which calls

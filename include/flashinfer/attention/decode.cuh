@@ -109,7 +109,8 @@ struct SingleDecodeParams : DecodeCommonParams<DTypeQ, DTypeKV, DTypeO> {
 constexpr uint32_t kDecodeWarps = 4;
 constexpr uint32_t kDecodeThreads = kDecodeWarps * 32;
 constexpr uint32_t kMaxHeadsPerCta = 8;
-// Below this many keys per chunk the merge costs more than the parallelism gains.
+// Below this many keys per chunk the CUDA-core kernel's merge costs more than the parallelism
+// gains. (The tensor-core kernel's chunks may be one step: decode_min_chunk_len.)
 constexpr uint32_t kMinDecodeChunkLen = 128;
 
 template <uint32_t HEAD_DIM, uint32_t HEADS_PER_CTA>
@@ -397,7 +398,8 @@ struct DecodeKernels {
     });
   }
 
-  // CTAs that fit on the whole device at once.
+  // CTAs that fit on the whole device at once: a split plan spreads the keys over all of them
+  // (one CTA keeps too few loads in flight to hold an SM's share of the bandwidth alone).
   static cudaError_t wave_ctas(uint32_t heads, bool rope, int device, uint32_t* ctas,
                                uint32_t* tokens_per_step) {
     int num_sms = 0, ctas_per_sm = 0;

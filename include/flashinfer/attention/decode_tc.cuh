@@ -287,21 +287,16 @@ struct DecodeTensorCoreKernels {
 
   static uint32_t head_tiles(uint32_t group_size) { return math::ceil_div(group_size, Traits::kRows); }
 
-  // CTAs that fit on the whole device at once (cached per device), and the kernel's step.
+  // CTAs a split plan spreads the keys over, one per SM, and the kernel's step. One CTA's
+  // cp.async pipeline (kPipeBytes: 96 KB at d = 128) holds enough loads in flight for its SM's
+  // share of the bandwidth, so filling the second resident slot only adds partial states to merge: on an H100
+  // (2026-12-08, 32/8 heads, d 128) one CTA per SM was up to 14% faster than two for batches of
+  // 1-16 requests and never more than 4% slower.
   static cudaError_t wave_ctas(int device, uint32_t* ctas, uint32_t* tokens_per_step) {
     *tokens_per_step = Traits::kStepTokens;
-    static PerDeviceValue resident;
-    int num_sms = 0, ctas_per_sm = 0;
-    cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
-    if (err == cudaSuccess) {
-      err = resident.get(device, &ctas_per_sm, [](int* value) {
-        cudaError_t e = allow_smem();
-        return e != cudaSuccess ? e
-                                : cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                                      value, decode_tc_kernel<HEAD_DIM, Problem>, Traits::kThreads, kSmemBytes);
-      });
-    }
-    *ctas = uint32_t(num_sms) * uint32_t(std::max(ctas_per_sm, 1));
+    int num_sms = 0;
+    const cudaError_t err = cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device);
+    *ctas = uint32_t(std::max(num_sms, 1));
     return err;
   }
 
@@ -330,8 +325,8 @@ inline bool choose_tensor_cores(bool available, bool rope, int use_tensor_cores,
   return available && !rope && (use_tensor_cores > 0 || (use_tensor_cores < 0 && group_size >= 4));
 }
 
-// CTAs of the chosen kernel that fit on `device` at once (`wave`), CTAs per work item and KV head
-// (`head_tiles`), and the kernel step that chunk lengths are multiples of.
+// CTAs of the chosen kernel that a split plan spreads the keys over on `device` (`wave`), CTAs per
+// work item and KV head (`head_tiles`), and the kernel step that chunk lengths are multiples of.
 template <uint32_t HEAD_DIM, typename Problem>
 cudaError_t decode_launch_shape(uint32_t group_size, bool rope, bool tensor_cores, int device, uint32_t* wave,
                                 uint32_t* head_tiles, uint32_t* tokens_per_step) {
@@ -346,6 +341,13 @@ cudaError_t decode_launch_shape(uint32_t group_size, bool rope, bool tensor_core
   const uint32_t heads = Kernels::heads_per_cta(group_size);
   *head_tiles = math::ceil_div(group_size, heads);
   return Kernels::wave_ctas(heads, rope, device, wave, tokens_per_step);
+}
+
+// The shortest chunk of keys worth a CTA and a merge: one step of the tensor-core kernel (on an
+// H100, batch 1 x 512 keys ran 15% faster in eight chunks of 64 keys than in four of 128), at
+// least kMinDecodeChunkLen keys of the CUDA-core kernel.
+inline uint32_t decode_min_chunk_len(bool tensor_cores, uint32_t tokens_per_step) {
+  return tensor_cores ? tokens_per_step : std::max(kMinDecodeChunkLen, tokens_per_step);
 }
 
 template <uint32_t HEAD_DIM, typename Problem>

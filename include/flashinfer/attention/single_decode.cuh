@@ -42,12 +42,12 @@ struct SingleDecode {
                                                             &wave, &head_tiles, &tokens_per_step);
     if (err != cudaSuccess) return err;
 
-    // One full wave: as many chunks as leave every resident CTA slot busy, no more.
+    // The keys spread evenly over the CTAs of a split plan (decode_launch_shape).
     const uint32_t ctas_per_chunk = p.num_kv_heads * head_tiles;
     const uint32_t max_chunks = std::max<uint32_t>(1, wave / ctas_per_chunk);
     plan->chunk_len = std::max(
         math::round_up(math::ceil_div(std::max(visible, 1u), max_chunks), tokens_per_step),
-        kMinDecodeChunkLen);
+        decode_min_chunk_len(plan->tensor_cores, tokens_per_step));
     plan->num_chunks = std::max(1u, math::ceil_div(visible, plan->chunk_len));
     plan->workspace_bytes =
         plan->num_chunks > 1 ? size_t(plan->num_chunks) * p.num_qo_heads * (HEAD_DIM + 1) * sizeof(float)
