@@ -2,7 +2,7 @@
 follows B=256 x kv 32768 and measures 0.86 of copy instead of 1.02) because of where its cache
 lands, or only for a while after the free? On a GPU machine, from the repository root:
 
-    PYTHONPATH=<unpacked package> python3 bench/experiments/decode_after_free.py
+    PYTHONPATH=<unpacked package> python3 -m bench.experiments.decode_after_free
 
 A slowdown that persists for the same inputs points at their placement; one that fades with
 re-measurement or a pause points at the driver's work after the free, and the bench should let
