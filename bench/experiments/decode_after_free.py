@@ -33,28 +33,26 @@ def measure(label, inputs, wrapper):
     print(f"{label}: {t:.1f} us", flush=True)
 
 
-def big_then_free(to_driver):
-    big = build_batch_decode(params(256))
-    torch.cuda.synchronize()
-    del big
-    if to_driver:
-        torch.cuda.empty_cache()
+def after(freed_b256_to, pause_s=0.0):
+    """B=16 measured twice on fresh inputs (and once more after pause_s), after B=256's inputs
+    were built and freed to `freed_b256_to` ("driver", "torch's cache", or None: nothing built)."""
+    if freed_b256_to is not None:
+        big = build_batch_decode(params(256))
+        torch.cuda.synchronize()
+        del big
+        if freed_b256_to == "driver":
+            torch.cuda.empty_cache()
+    where = f"after B=256 freed to {freed_b256_to}" if freed_b256_to else "fresh process"
+    inputs, wrapper = planned(16)
+    measure(f"B=16 {where}", inputs, wrapper)
+    measure("B=16 same inputs again", inputs, wrapper)
+    if pause_s:
+        time.sleep(pause_s)
+        measure(f"B=16 same inputs after {pause_s:.0f} s", inputs, wrapper)
+    del inputs, wrapper
+    torch.cuda.empty_cache()
 
 
-inputs, wrapper = planned(16)
-measure("B=16 fresh process", inputs, wrapper)
-measure("B=16 same inputs again", inputs, wrapper)
-del inputs, wrapper
-torch.cuda.empty_cache()
-big_then_free(to_driver=True)
-inputs, wrapper = planned(16)
-measure("B=16 right after B=256 freed to the driver", inputs, wrapper)
-measure("B=16 same inputs again", inputs, wrapper)
-time.sleep(2)
-measure("B=16 same inputs after 2 s", inputs, wrapper)
-del inputs, wrapper
-torch.cuda.empty_cache()
-big_then_free(to_driver=False)
-inputs, wrapper = planned(16)
-measure("B=16 after B=256 freed to torch's cache only", inputs, wrapper)
-measure("B=16 same inputs again", inputs, wrapper)
+after(None)
+after("driver", pause_s=2.0)
+after("torch's cache")

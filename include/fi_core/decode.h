@@ -75,10 +75,11 @@ struct BatchDecodePlanArgs {
   int32_t window_left = -1;
   float logits_soft_cap = 0.f, sm_scale = 0.f, rope_scale = 1.f, rope_theta = 1e4f;
   // How requests are cut into chunks, one CTA column each (FlashInfer's plan options). Default:
-  // the shortest chunk (a multiple of the kernel step) whose chunks fill one wave. fixed_split_size
-  // > 0: chunks of that many pages, so a request's output does not depend on the rest of the batch.
-  // disable_split_kv: every request whole (no merge). At most one of the two; in CUDA-graph mode a
-  // fixed split must fit the graph's grid (max(batch size, one wave)).
+  // the batch's keys spread evenly over the GPU (one tensor-core CTA per SM, or every resident
+  // CUDA-core CTA slot), in whole kernel steps. fixed_split_size > 0: chunks of that many pages,
+  // so a request's output does not depend on the rest of the batch. disable_split_kv: every
+  // request whole (no merge). At most one of the two; in CUDA-graph mode a fixed split must fit
+  // the graph's grid (batch size + the columns of one spread).
   int64_t fixed_split_size = 0;
   bool disable_split_kv = false;
 };

@@ -101,17 +101,14 @@ inline void schedule_batch_decode(const int32_t* indptr, const int32_t* last_pag
   auto chunks_of = [&](uint32_t b, uint32_t chunk) {
     return std::max(1u, math::ceil_div(kv_len[b] - first[b], chunk));
   };
-  // The automatic chunk spreads the batch's visible keys evenly over max_items columns (in whole
-  // kernel steps, and no shorter than min_chunk_len): a request longer than that is split, at any
-  // batch size, so that one long request among short ones does not hold up the grid; a batch
-  // whose requests all fit in one chunk runs unsplit (no merge). Splitting further would only
-  // add columns beyond max_items, and states to merge. Then there are at most
-  // total / chunk + batch <= max_items + batch columns.
-  const uint32_t whole = math::round_up(std::max(longest, 1u), tokens_per_step);
-  const uint32_t shortest = math::round_up(std::max(min_chunk_len, 1u), tokens_per_step);
-  const uint64_t even = math::round_up<uint64_t>(math::ceil_div<uint64_t>(total, max_items), tokens_per_step);
-  const uint32_t automatic = uint32_t(std::min<uint64_t>(std::max<uint64_t>(even, shortest), whole));
-  const uint32_t chunk = fixed_chunk_len > 0 ? std::min(fixed_chunk_len, std::max(longest, 1u)) : automatic;
+  // The automatic chunk spreads the batch's visible keys evenly over max_items columns
+  // (decode_chunk_len): a request longer than that is split, at any batch size, so that one long
+  // request among short ones does not hold up the grid; a batch whose requests all fit in one
+  // chunk runs unsplit. Splitting further would only add columns beyond max_items, and states to
+  // merge. Then there are at most total / chunk + batch <= max_items + batch columns.
+  const uint32_t chunk = fixed_chunk_len > 0
+                             ? std::min(fixed_chunk_len, std::max(longest, 1u))
+                             : decode_chunk_len(total, longest, max_items, tokens_per_step, min_chunk_len);
   s->chunk_len = chunk;
   s->work.clear();
   s->state_indptr.assign(batch + 1, 0);

@@ -289,9 +289,9 @@ struct DecodeTensorCoreKernels {
 
   // CTAs a split plan spreads the keys over, one per SM, and the kernel's step. One CTA's
   // cp.async pipeline (kPipeBytes: 96 KB at d = 128) holds enough loads in flight for its SM's
-  // share of the bandwidth, so filling the second resident slot only adds partial states to merge: on an H100
-  // (2026-12-08, 32/8 heads, d 128) one CTA per SM was up to 14% faster than two for batches of
-  // 1-16 requests and never more than 4% slower.
+  // share of the bandwidth, so filling the second resident slot only adds partial states to
+  // merge: on an H100 (2026-12-08, 32/8 heads, d 128) one CTA per SM was up to 14% faster than
+  // two for batches of 1-16 requests and never more than 4% slower.
   static cudaError_t wave_ctas(int device, uint32_t* ctas, uint32_t* tokens_per_step) {
     *tokens_per_step = Traits::kStepTokens;
     int num_sms = 0;
@@ -348,6 +348,18 @@ cudaError_t decode_launch_shape(uint32_t group_size, bool rope, bool tensor_core
 // least kMinDecodeChunkLen keys of the CUDA-core kernel.
 inline uint32_t decode_min_chunk_len(bool tensor_cores, uint32_t tokens_per_step) {
   return tensor_cores ? tokens_per_step : std::max(kMinDecodeChunkLen, tokens_per_step);
+}
+
+// The automatic split of single and batch decode: `total_keys` spread evenly over `columns`, in
+// whole kernel steps and no shorter than min_chunk_len, and no longer than the `longest` request
+// needs (one chunk: no split, no merge).
+inline uint32_t decode_chunk_len(uint64_t total_keys, uint32_t longest, uint32_t columns, uint32_t tokens_per_step,
+                                 uint32_t min_chunk_len) {
+  const uint32_t whole = math::round_up(std::max(longest, 1u), tokens_per_step);
+  const uint32_t shortest = math::round_up(std::max(min_chunk_len, 1u), tokens_per_step);
+  const uint64_t even =
+      math::round_up<uint64_t>(math::ceil_div<uint64_t>(total_keys, std::max(columns, 1u)), tokens_per_step);
+  return uint32_t(std::min<uint64_t>(std::max<uint64_t>(even, shortest), whole));
 }
 
 template <uint32_t HEAD_DIM, typename Problem>

@@ -42,12 +42,11 @@ struct SingleDecode {
                                                             &wave, &head_tiles, &tokens_per_step);
     if (err != cudaSuccess) return err;
 
-    // The keys spread evenly over the CTAs of a split plan (decode_launch_shape).
-    const uint32_t ctas_per_chunk = p.num_kv_heads * head_tiles;
-    const uint32_t max_chunks = std::max<uint32_t>(1, wave / ctas_per_chunk);
-    plan->chunk_len = std::max(
-        math::round_up(math::ceil_div(std::max(visible, 1u), max_chunks), tokens_per_step),
-        decode_min_chunk_len(plan->tensor_cores, tokens_per_step));
+    // The keys spread evenly over the CTAs of a split plan (decode_launch_shape), as batch decode
+    // spreads a batch's.
+    const uint32_t max_chunks = wave / (p.num_kv_heads * head_tiles);
+    plan->chunk_len = decode_chunk_len(visible, visible, max_chunks, tokens_per_step,
+                                       decode_min_chunk_len(plan->tensor_cores, tokens_per_step));
     plan->num_chunks = std::max(1u, math::ceil_div(visible, plan->chunk_len));
     plan->workspace_bytes =
         plan->num_chunks > 1 ? size_t(plan->num_chunks) * p.num_qo_heads * (HEAD_DIM + 1) * sizeof(float)
