@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import torch
 
-from bench import peers, plot, report, workloads
+from bench import peers, plot, report, settle, workloads
 from bench.peers import MissingOp, describe_exception, find_op, require_keyword
 from bench.workloads import SUBJECT
 
@@ -81,6 +81,11 @@ class GpuTimer:
         self.sleep_cycles = self._calibrate_sleep()
         # GPU time each run costs besides fn itself; run counts are sized on fn + this overhead.
         self.overhead_us = self._time_flush_us() + (HOST_COVER_US if self.sleep_cycles else 0.0)
+        # The memory-speed probe (settle.py): its copy target, its bandwidth once the run's ceilings
+        # are measured, and the bytes freed to the driver since the last workload was timed.
+        self.probe_target = None
+        self.probe_baseline_tbps = None
+        self.released_bytes = 0
 
     @staticmethod
     def _calibrate_sleep():
@@ -157,6 +162,31 @@ class GpuTimer:
                 "p10_us": quantile(ordered, 0.1), "p90_us": quantile(ordered, 0.9),
                 "host_call_us": statistics.median(host_us)}
 
+    def probe_copy_tbps(self, runs=3):
+        """Bandwidth (TB/s, bytes read + written) of copying the flush buffer, median of a few
+        copies: whether device memory runs at its full speed right now."""
+        if self.probe_target is None:
+            self.probe_target = torch.empty_like(self.flush_buffer)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
+        for start, end in zip(starts, ends):
+            start.record()
+            self.probe_target.copy_(self.flush_buffer)
+            end.record()
+        torch.cuda.synchronize()
+        time_us = statistics.median(start.elapsed_time(end) * 1000.0 for start, end in zip(starts, ends))
+        return report.achieved_tbps(2 * L2_FLUSH_BYTES, time_us)
+
+    def settle_memory(self, reserved_before_inputs):
+        """Before a workload is timed: if gigabytes were freed to the driver or newly reserved since
+        the last one (settle.py says why that matters), probe the copy speed until it is back.
+        Returns what the row records, or None when nothing was waited for."""
+        moved = settle.needs_settling(self.released_bytes, reserved_before_inputs, torch.cuda.memory_reserved())
+        self.released_bytes = 0
+        if not moved or self.probe_baseline_tbps is None:
+            return None
+        return settle.wait_for_bandwidth(self.probe_copy_tbps, self.probe_baseline_tbps)
+
     def first_call_then_measure(self, fn):
         fn()
         torch.cuda.synchronize()
@@ -204,6 +234,8 @@ def measure_ceilings(timer):
     except Exception as exc:
         ceilings["gemm_error"] = describe_exception(exc)
     release_gpu_memory()
+    timer.probe_baseline_tbps = max(timer.probe_copy_tbps() for _ in range(3))
+    ceilings["probe_copy_tbps"] = timer.probe_baseline_tbps
     return ceilings
 
 
@@ -643,9 +675,13 @@ def ensure_cuda_alive(row):
         raise fatal from exc
 
 
-def release_gpu_memory():
+def release_gpu_memory(timer=None):
+    """Frees torch's cached blocks to the driver; the timer counts the bytes (settle_memory)."""
     gc.collect()
+    reserved = torch.cuda.memory_reserved()
     torch.cuda.empty_cache()
+    if timer is not None:
+        timer.released_bytes += max(0, reserved - torch.cuda.memory_reserved())
 
 
 @dataclass
@@ -700,14 +736,18 @@ def measure_workload(workload, libraries, timer):
             row["results"][name] = report.missing(reason)
     if not runnable:
         return row
+    reserved_before_inputs = torch.cuda.memory_reserved()
     try:
         inputs = OPS[workload.op][0](workload.params)
     except Exception as exc:  # out of memory, most likely
         for name in runnable:
             row["results"][name] = report.failed(f"building the inputs failed ({describe_exception(exc)})")
         ensure_cuda_alive(row)
-        release_gpu_memory()
+        release_gpu_memory(timer)
         return row
+    settled = timer.settle_memory(reserved_before_inputs)
+    if settled is not None:
+        row["settle"] = settled
     reference = None
     for name in runnable:
         try:
@@ -722,9 +762,9 @@ def measure_workload(workload, libraries, timer):
         except Exception as exc:
             row["results"][name] = report.failed(describe_exception(exc))
             ensure_cuda_alive(row)
-            release_gpu_memory()  # after an out-of-memory error, give the next implementation room
+            release_gpu_memory(timer)  # after an out-of-memory error, give the next implementation room
     del inputs, reference
-    release_gpu_memory()
+    release_gpu_memory(timer)
     return row
 
 

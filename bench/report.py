@@ -180,7 +180,17 @@ def render_notes(rows):
         where = "all rows" if len(labels) == len(rows) else ", ".join(labels[:3]) + (
             f" and {len(labels) - 3} more" if len(labels) > 3 else "")
         notes.append(f"- {reason} ({where})")
+    waits = [row for row in rows if row.get("settle")]
+    if waits:
+        longest = max(waits, key=lambda row: row["settle"]["waited_ms"])
+        notes.append(f"- Waited for device memory to return to full copy speed after gigabytes were freed or "
+                     f"mapped, before {len(waits)} workload(s) (longest {longest['settle']['waited_ms']:.0f} ms, "
+                     f"before {longest['label']})")
     for row in rows:
+        settled = row.get("settle")
+        if settled and not settled["settled"]:
+            notes.append(f"- UNSETTLED {row['label']}: timed while the copy probe still read "
+                         f"{settled['last_tbps']:.2f} TB/s after {settled['waited_ms']:.0f} ms of waiting")
         for name, result in row["results"].items():
             if is_ok(result) and result.get("host_bound"):
                 notes.append(f"- HOST-BOUND {row['label']}: one {name} call takes {result['host_call_us']:.0f} us "

@@ -15,7 +15,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from bench import peers, report, workloads  # noqa: E402
+from bench import peers, report, settle, workloads  # noqa: E402
 from bench import __main__ as cli  # noqa: E402
 
 
@@ -190,6 +190,67 @@ def test_host_bound_result_is_flagged():
     assert "HOST-BOUND B=128 kv=4096: one fi_core call takes 350 us" in report.render_op_table([row])
     row = memory_row({"fi_core": report.ok(10.0, host_call_us=30.0)})
     assert "HOST-BOUND" not in report.render_op_table([row])
+
+
+class FakeClock:
+    """A clock that advances only when slept on, so the settle loop's waits are exact."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def probes(values):
+    readings = iter(values)
+    return lambda: next(readings)
+
+
+def test_settle_waits_until_the_probe_recovers():
+    clock = FakeClock()
+    # Baseline 3.0 TB/s, tolerance 0.97 -> 2.91 needed: 2.1 and 2.9 fall short, 2.95 is enough.
+    result = settle.wait_for_bandwidth(probes([2.1, 2.9, 2.95, 1.0]), 3.0, tolerance=0.97, max_seconds=1.0,
+                                       pause_seconds=0.01, clock=clock, sleep=clock.sleep)
+    assert result == {"settled": True, "waited_ms": 20.0, "probes": 3, "first_tbps": 2.1, "last_tbps": 2.95}
+
+
+def test_settle_returns_at_once_when_memory_is_at_speed():
+    clock = FakeClock()
+    result = settle.wait_for_bandwidth(probes([3.0]), 3.0, clock=clock, sleep=clock.sleep)
+    assert result["settled"] and result["probes"] == 1 and result["waited_ms"] == 0.0
+
+
+def test_settle_gives_up_after_the_longest_wait():
+    clock = FakeClock()
+    # Never above 2.0 of 3.0: probes at 0, 0.25, 0.5, 0.75, 1.0 s, then the wait is over.
+    result = settle.wait_for_bandwidth(lambda: 2.0, 3.0, max_seconds=1.0, pause_seconds=0.25, clock=clock,
+                                       sleep=clock.sleep)
+    assert result["settled"] is False and result["probes"] == 5 and result["waited_ms"] == 1000.0
+
+
+def test_settling_needs_gigabytes_freed_or_mapped():
+    gib = 1 << 30
+    # 34 GB freed by the last workload: wait, whatever this one reserves.
+    assert settle.needs_settling(34 * gib, 10 * gib, 10 * gib, threshold=4 * gib)
+    # Nothing freed, 2 + 3 GiB newly reserved: 5 GiB moved.
+    assert settle.needs_settling(2 * gib, 1 * gib, 4 * gib, threshold=4 * gib)
+    # Inputs built from torch's cache (reserved went down is not a mapping): 1 GiB in all.
+    assert not settle.needs_settling(1 * gib, 8 * gib, 6 * gib, threshold=4 * gib)
+
+
+def test_settle_waits_are_noted_under_the_table():
+    waited = memory_row({"fi_core": report.ok(10.0)})
+    waited["settle"] = {"settled": True, "waited_ms": 42.0, "probes": 7, "first_tbps": 2.5, "last_tbps": 2.95}
+    text = report.render_op_table([waited, memory_row({"fi_core": report.ok(10.0)})])
+    assert "before 1 workload(s) (longest 42 ms, before B=128 kv=4096)" in text
+    assert "UNSETTLED" not in text
+    waited["settle"] = {"settled": False, "waited_ms": 3000.0, "probes": 90, "first_tbps": 2.0, "last_tbps": 2.4}
+    assert "UNSETTLED B=128 kv=4096: timed while the copy probe still read 2.40 TB/s after 3000 ms" in \
+        report.render_op_table([waited])
 
 
 def sample_payload():

@@ -1,18 +1,30 @@
 """Is batch decode B=16 x kv 32768 slow after a large free (as in the bench's grid order, where it
 follows B=256 x kv 32768 and measures 0.86 of copy instead of 1.02) because of where its cache
-lands, or only for a while after the free? On a GPU machine, from the repository root:
+lands, or only for a while after the free? And does the bench's copy probe (bench/settle.py) see
+the same slowdown, so that waiting for the probe is enough? On a GPU machine, from the repository
+root:
 
     PYTHONPATH=<unpacked package> python3 -m bench.experiments.decode_after_free
 
-A slowdown that persists for the same inputs points at their placement; one that fades with
-re-measurement or a pause points at the driver's work after the free, and the bench should let
-the GPU settle after releasing memory before it times the next workload."""
+Each case builds (and, as in the grid, runs for about a second) B=256, frees it, builds B=16 and
+then prints a time course: every few ms, the copy probe's bandwidth and B=16's median over a few
+calls. A slowdown that persists for the same inputs points at their placement; one that fades
+points at the driver's work after the free or the new mapping. If the probe fades with it, the
+bench's settle step removes the artifact."""
 import time
+
 import torch
-from bench.gpu_runner import FULL_TIMING, GpuTimer, build_batch_decode, load_libraries, new_workspace
+
+from bench.gpu_runner import (FULL_TIMING, GpuTimer, build_batch_decode, load_libraries, measure_ceilings,
+                              new_workspace)
 
 fi = load_libraries(use_peers=False)["fi_core"].module
 timer = GpuTimer(FULL_TIMING)
+measure_ceilings(timer)
+print(f"probe baseline {timer.probe_baseline_tbps:.2f} TB/s", flush=True)
+
+TRACE_SECONDS = 0.6
+CALLS_PER_POINT = 5
 
 
 def params(batch):
@@ -28,31 +40,52 @@ def planned(batch):
     return inputs, wrapper
 
 
-def measure(label, inputs, wrapper):
-    t = timer.first_call_then_measure(lambda: wrapper.run(inputs.q, inputs.cache))["time_us"]
-    print(f"{label}: {t:.1f} us", flush=True)
+def median_us(fn, calls):
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
+    for start, end in zip(starts, ends):
+        timer._flush_l2()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) * 1000.0 for s, e in zip(starts, ends))
+    return times[len(times) // 2]
 
 
-def after(freed_b256_to, pause_s=0.0):
-    """B=16 measured twice on fresh inputs (and once more after pause_s), after B=256's inputs
-    were built and freed to `freed_b256_to` ("driver", "torch's cache", or None: nothing built)."""
-    if freed_b256_to is not None:
-        big = build_batch_decode(params(256))
-        torch.cuda.synchronize()
-        del big
-        if freed_b256_to == "driver":
-            torch.cuda.empty_cache()
-    where = f"after B=256 freed to {freed_b256_to}" if freed_b256_to else "fresh process"
+def trace(label, began):
+    """Time course of the probe and of B=16 from `began` (perf_counter after the free)."""
     inputs, wrapper = planned(16)
-    measure(f"B=16 {where}", inputs, wrapper)
-    measure("B=16 same inputs again", inputs, wrapper)
-    if pause_s:
-        time.sleep(pause_s)
-        measure(f"B=16 same inputs after {pause_s:.0f} s", inputs, wrapper)
+    run = lambda: wrapper.run(inputs.q, inputs.cache)  # noqa: E731
+    run()
+    torch.cuda.synchronize()
+    print(f"-- {label}: B=16 built {1000 * (time.perf_counter() - began):.0f} ms after the free", flush=True)
+    while time.perf_counter() - began < TRACE_SECONDS:
+        at_ms = 1000 * (time.perf_counter() - began)
+        probe = timer.probe_copy_tbps()
+        print(f"  t={at_ms:6.0f} ms  probe {probe:.2f} TB/s  B=16 {median_us(run, CALLS_PER_POINT):7.1f} us",
+              flush=True)
+    print(f"  full measurement now: {timer.measure(run)['time_us']:.1f} us", flush=True)
     del inputs, wrapper
+
+
+def after_b256(freed_to, run_seconds=1.0):
+    """B=256 built, run for run_seconds (0: only built), freed to `freed_to` ("driver" or "torch's
+    cache"), then the trace of B=16."""
+    big, wrapper = planned(256)
+    stop = time.perf_counter() + run_seconds
+    while time.perf_counter() < stop:
+        wrapper.run(big.q, big.cache)
+        torch.cuda.synchronize()
+    del big, wrapper
+    if freed_to == "driver":
+        torch.cuda.empty_cache()
+    trace(f"after B=256 (run {run_seconds:.0f} s) freed to {freed_to}", time.perf_counter())
     torch.cuda.empty_cache()
 
 
-after(None)
-after("driver", pause_s=2.0)
-after("torch's cache")
+trace("fresh process", time.perf_counter())
+torch.cuda.empty_cache()
+after_b256("driver")
+after_b256("driver", run_seconds=0.0)
+after_b256("torch's cache")
