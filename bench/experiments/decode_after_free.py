@@ -11,14 +11,15 @@ then prints a time course: every few ms, the copy probe's bandwidth and B=16's m
 calls. A slowdown that persists for the same inputs points at their placement; one that fades
 points at the driver's work after the free or the new mapping. If the probe fades with it, the
 bench's settle step removes the artifact."""
+import statistics
 import time
 
 import torch
 
 from bench.gpu_runner import (FULL_TIMING, GpuTimer, build_batch_decode, load_libraries, measure_ceilings,
-                              new_workspace)
+                              planned_batch_decode)
 
-fi = load_libraries(use_peers=False)["fi_core"].module
+library = load_libraries(use_peers=False)["fi_core"]
 timer = GpuTimer(FULL_TIMING)
 measure_ceilings(timer)
 print(f"probe baseline {timer.probe_baseline_tbps:.2f} TB/s", flush=True)
@@ -33,24 +34,15 @@ def params(batch):
 
 
 def planned(batch):
-    inputs = build_batch_decode(params(batch))
-    wrapper = fi.BatchDecodeWithPagedKVCacheWrapper(new_workspace(), "NHD")
-    wrapper.plan(inputs.indptr, inputs.indices, inputs.last_page_len, 32, 8, 128, 16,
-                 q_data_type=torch.bfloat16, kv_data_type=torch.bfloat16)
-    return inputs, wrapper
+    """B=batch's inputs and a wrapper planned for them, as the bench plans fi_core."""
+    p = dict(params(batch), split_pages=0)
+    inputs = build_batch_decode(p)
+    return inputs, planned_batch_decode(library, inputs, p, use_tensor_cores=False).wrapper
 
 
 def median_us(fn, calls):
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(calls)]
-    for start, end in zip(starts, ends):
-        timer._flush_l2()
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) * 1000.0 for s, e in zip(starts, ends))
-    return times[len(times) // 2]
+    """Median GPU time of a few calls, timed the bench's way (L2 flushed, host launch covered)."""
+    return statistics.median(timer._timed_runs(fn, calls)[0])
 
 
 def trace(label, began):
